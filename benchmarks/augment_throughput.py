@@ -1,0 +1,267 @@
+"""Augmentation throughput: tlkit's batched graph ops vs albumentations vs Keras layers.
+
+One run, one machine, same images. The four-op chain of the issue (flip, crop 256 -> 224,
+colour shift, PCA colour) on uint8 256x256 images:
+
+* tlkit, all four ops batched in tf.data (uint8 in, batches of --batch-size);
+* tlkit's Augmenter as the data pipeline calls it (crop per image, the rest per batch);
+* albumentations Compose(HorizontalFlip, RandomCrop, RGBShift, FancyPCA), per image in a loop;
+* the same albumentations chain through tlkit's albumentations backend (tf.data, parallel);
+* Keras preprocessing layers (RandomFlip, RandomCrop, RandomColorJitter) in tf.data on batches.
+
+Then an end-to-end JPEG pipeline: decode + resize to 256 alone, and with the augmentation.
+
+    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def make_images(n: int, side: int = 256, seed: int = 0) -> np.ndarray:
+    """Smooth colourful images (like photos, JPEG-friendly), uint8 ``(n, side, side, 3)``."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (n, 8, 8, 3)).astype(np.float32)
+    smooth = tf.image.resize(coarse, [side, side], method="bicubic").numpy()
+    noise = rng.normal(0, 8, smooth.shape)
+    return np.clip(smooth + noise, 0, 255).astype(np.uint8)
+
+
+def timed(batches, seconds: float, warmup: int = 3) -> float:
+    """Images per second drawn from an iterator of batches (or single images)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        batch = next(it)
+        count += int(batch.shape[0]) if len(batch.shape) == 4 else 1
+    return count / elapsed
+
+
+def _images_only(ds):
+    return (x[0] if isinstance(x, tuple) else x for x in ds)
+
+
+def tlkit_batched(images, batch_size, stats):
+    import tensorflow as tf
+
+    from tlkit.augment import ops
+    from tlkit.augment.augmenter import seed_stream
+
+    def chain(x, seed):
+        seeds = ops.split_seed(seed, 4)
+        x = ops.flip_left_right(x, 0.5, seeds[0])
+        x = ops.random_crop(x, 224, seeds[1])
+        n = tf.shape(x)[0]
+        offsets = ops.rgb_offsets(n, 20.0, seeds[2]) + ops.pca_offsets(
+            n, stats.eigvals, stats.eigvecs, 0.1, seeds[3]
+        )
+        return ops.clip_pixels(tf.cast(x, tf.float32) + offsets[:, None, None, :])
+
+    ds = tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
+    ds = tf.data.Dataset.zip((ds, seed_stream(0)))
+    return ds.map(chain, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def tlkit_augmenter(images, batch_size, stats):
+    import tensorflow as tf
+
+    from tlkit.augment import augment_preset, build_augmenter
+
+    config = augment_preset("paper_alexnet", colour_shift={"enabled": True, "max_offset": 20})
+    aug = build_augmenter(config, image_size=224, pca=stats)
+    labels = np.zeros([len(images), 1], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
+    return aug.apply(ds, batch_size, seed=0, resize=False).prefetch(tf.data.AUTOTUNE)
+
+
+def albumentations_chain():
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.RandomCrop(224, 224),
+            A.RGBShift(r_shift_limit=20, g_shift_limit=20, b_shift_limit=20, p=1.0),
+            A.FancyPCA(alpha=0.1, p=1.0),
+        ]
+    )
+
+
+def albumentations_loop(images):
+    compose = albumentations_chain()
+    i = 0
+    while True:
+        yield compose(image=images[i % len(images)])["image"]
+        i += 1
+
+
+def albumentations_in_tf_data(images, batch_size):
+    import tensorflow as tf
+
+    from tlkit.augment.albumentations_backend import AlbumentationsRunner
+    from tlkit.augment.augmenter import seed_stream
+
+    runner = AlbumentationsRunner(
+        [
+            {"name": "HorizontalFlip", "params": {"p": 0.5}},
+            {"name": "RandomCrop", "params": {"height": 224, "width": 224}},
+            {"name": "RGBShift", "params": {"p": 1.0}},
+            {"name": "FancyPCA", "params": {"alpha": 0.1, "p": 1.0}},
+        ],
+        224,
+    )
+    ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices(images).repeat(), seed_stream(0)))
+    ds = ds.map(runner.tf_apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def keras_layers(images, batch_size):
+    import keras
+    import tensorflow as tf
+
+    layers = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=1),
+            keras.layers.RandomCrop(224, 224, seed=2),
+            keras.layers.RandomColorJitter(
+                value_range=(0, 255),
+                brightness_factor=0.2,
+                contrast_factor=0.2,
+                saturation_factor=0.2,
+                seed=3,
+            ),
+        ]
+    )
+
+    def apply(x):
+        return layers(tf.cast(x, tf.float32), training=True)
+
+    ds = tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
+    return ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def write_jpegs(images, folder: Path) -> list[str]:
+    from PIL import Image
+
+    paths = []
+    for i, image in enumerate(images):
+        big = Image.fromarray(image).resize((320, 320), Image.BILINEAR)  # decode then resize
+        path = folder / f"{i:05d}.jpg"
+        big.save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def jpeg_pipeline(paths, batch_size, augmenter=None):
+    import tensorflow as tf
+
+    side = augmenter.load_size() if augmenter else 256
+
+    def decode(path):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return tf.cast(tf.image.resize(image, [side, side]), tf.uint8)
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenter is None:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    labels = tf.data.Dataset.from_tensors(tf.zeros([1])).repeat()
+    return augmenter.apply(
+        tf.data.Dataset.zip((ds, labels)), batch_size, seed=0, resize=False
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=6.0, help="Per measurement.")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--skip-jpeg", action="store_true", help="Skip the end-to-end part.")
+    args = parser.parse_args(argv)
+
+    import albumentations
+    import keras
+    import tensorflow as tf
+
+    from tlkit.augment import augment_preset, build_augmenter, compute_pca_stats
+
+    images = make_images(args.n_images)
+    stats = compute_pca_stats(images)
+    results: dict[str, float] = {}
+    bs, sec = args.batch_size, args.seconds
+
+    def run(name, batches):
+        results[name] = timed(batches, sec)
+        print(f"  {name:<44} {results[name]:9.1f} img/s", flush=True)
+
+    print(f"four-op chain, {args.n_images} uint8 256x256 images, batch {bs}, {sec:g} s each")
+    run("tlkit batched ops (tf.data)", _images_only(tlkit_batched(images, bs, stats)))
+    run(
+        "tlkit Augmenter (per_image crop + per_batch)",
+        _images_only(tlkit_augmenter(images, bs, stats)),
+    )
+    run("albumentations Compose, per image", albumentations_loop(images))
+    run("albumentations via tlkit backend (tf.data)", albumentations_in_tf_data(images, bs))
+    run("keras layers (tf.data, batched)", keras_layers(images, bs))
+
+    ratios = {
+        "tlkit / albumentations": results["tlkit batched ops (tf.data)"]
+        / results["albumentations Compose, per image"],
+        "tlkit Augmenter / albumentations": results["tlkit Augmenter (per_image crop + per_batch)"]
+        / results["albumentations Compose, per image"],
+        "tlkit / keras layers": results["tlkit batched ops (tf.data)"]
+        / results["keras layers (tf.data, batched)"],
+    }
+    if not args.skip_jpeg:
+        print("end to end: JPEG 320x320 -> decode -> resize 256 [-> augment to 224]")
+        config = augment_preset("paper_alexnet", colour_shift={"enabled": True})
+        aug = build_augmenter(config, image_size=224, pca=stats)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_jpegs(images, Path(tmp))
+            run("decode + resize", _images_only(jpeg_pipeline(paths, bs)))
+            run("decode + resize + augment", _images_only(jpeg_pipeline(paths, bs, aug)))
+        ratios["end-to-end augment / decode alone"] = (
+            results["decode + resize + augment"] / results["decode + resize"]
+        )
+    print("ratios")
+    for name, value in ratios.items():
+        print(f"  {name:<44} {value:9.2f}")
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "albumentations": albumentations.__version__,
+            "numpy": np.__version__,
+        },
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "images_per_second": results,
+        "ratios": ratios,
+    }
+    print(json.dumps(report["versions"]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

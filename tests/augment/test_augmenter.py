@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tlkit.augment import (
+    AugmentConfig,
+    IMAGENET_PCA,
+    augment_preset,
+    build_augmenter,
+    compute_pca_stats,
+)
+from tlkit.errors import UserError
+
+
+def _everything():
+    return AugmentConfig.model_validate(
+        {
+            "preset": "strong",
+            "pca_colour": {"enabled": True, "stats": "imagenet"},
+            "warp": {"enabled": True},
+            "cutmix": {"enabled": True},
+        }
+    )
+
+
+def test_nothing_enabled_gives_none():
+    assert build_augmenter(augment_preset("none"), image_size=32) is None
+
+
+def test_load_sizes():
+    assert build_augmenter(augment_preset("light"), image_size=224).load_size(224) == 256
+    light = augment_preset("light", crop={"enabled": True, "load_size": 40})
+    assert build_augmenter(light, image_size=32).load_size() == 40
+    vgg = build_augmenter(augment_preset("paper_vgg"), image_size=224)
+    assert vgg.load_size() == 512 and vgg.scale_range == (256, 512)
+    small = build_augmenter(augment_preset("paper_vgg"), image_size=32)
+    assert small.load_size() == 73 and small.scale_range == (37, 73)
+    mirror_only = AugmentConfig.model_validate({"mirror": {"enabled": True}})
+    assert build_augmenter(mirror_only, image_size=64).load_size() == 64
+
+
+def test_size_and_stats_problems_are_user_errors():
+    with pytest.raises(UserError, match="below the image size"):
+        build_augmenter(
+            augment_preset("light", crop={"enabled": True, "load_size": 20}), image_size=32
+        )
+    absolute = augment_preset(
+        "paper_vgg", scale_jitter={"relative": False, "s_min": 16, "s_max": 64}
+    )
+    with pytest.raises(UserError, match="S must cover the crop"):
+        build_augmenter(absolute, image_size=32)
+    with pytest.raises(UserError, match="compute_pca_stats"):
+        build_augmenter(augment_preset("paper_alexnet"), image_size=32)
+
+
+def test_per_image_and_per_batch_shapes_and_range():
+    aug = build_augmenter(_everything(), image_size=24, seed=3)
+    side = aug.load_size()
+    image = tf.random.uniform([side, side, 3], 0, 255, seed=1)
+    out = aug.per_image(image, tf.constant([1, 2]))
+    assert out.shape == (24, 24, 3) and out.dtype == tf.float32
+    batch = tf.stack([aug.per_image(image, [1, i]) for i in range(6)])
+    images, labels = aug.per_batch(batch, tf.one_hot([0, 1, 2, 0, 1, 2], 3), [5, 6])
+    assert images.shape == (6, 24, 24, 3)
+    assert float(tf.reduce_min(images)) >= 0 and float(tf.reduce_max(images)) <= 255
+    assert np.allclose(tf.reduce_sum(labels, 1), 1.0)
+
+
+def test_scale_jitter_crop_comes_from_an_image_rescaled_to_s():
+    config = augment_preset("paper_vgg", scale_jitter={"s_min": 224, "s_max": 224})
+    aug = build_augmenter(config, image_size=16, seed=0)
+    assert aug.scale_range == (16, 16)
+    image = tf.random.uniform([aug.load_size(), aug.load_size(), 3], 0, 255, seed=2)
+    # S == image side: the crop is the whole image
+    assert np.allclose(aug.per_image(image, [0, 1]), image, atol=1e-3)
+
+
+def test_same_seed_same_batch_different_seed_different():
+    aug = build_augmenter(_everything(), image_size=16, seed=1)
+    side = aug.load_size()
+    images = tf.random.uniform([4, side, side, 3], 0, 255, seed=4)
+    labels = tf.one_hot([0, 1, 2, 3], 4)
+
+    def run(seed):
+        per_image = tf.stack([aug.per_image(images[i], [seed, i]) for i in range(4)])
+        return aug.per_batch(per_image, labels, [seed, 99])[0].numpy()
+
+    assert np.array_equal(run(7), run(7))
+    assert not np.allclose(run(7), run(8))
+    other = build_augmenter(_everything(), image_size=16, seed=2)  # the run seed folds in
+    assert not np.allclose(aug.per_image(images[0], [1, 1]), other.per_image(images[0], [1, 1]))
+
+
+def test_in_tf_data_reproducible_and_epochs_differ():
+    config = augment_preset("light", colour_shift={"enabled": True})
+    aug = build_augmenter(config, image_size=16, seed=5)
+    images = np.random.default_rng(0).integers(0, 256, [10, 30, 30, 3], dtype=np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(np.arange(10) % 2, 2)))
+
+    def epoch(dataset):
+        return np.concatenate([x.numpy() for x, _ in dataset])
+
+    augmented = aug.apply(ds, batch_size=4)
+    first, second = epoch(augmented), epoch(augmented)
+    assert first.shape == (10, 16, 16, 3)
+    assert not np.allclose(first, second)  # a new draw every epoch
+    assert np.array_equal(first, epoch(aug.apply(ds, batch_size=4)))  # the same run repeats
+
+
+def test_device_model_leaves_pixel_ops_to_the_layer():
+    config = augment_preset("light", device="model", mixup={"enabled": True})
+    aug = build_augmenter(config, image_size=8)
+    images = tf.random.uniform([4, 8, 8, 3], 0, 255, seed=1)
+    labels = tf.one_hot([0, 1, 0, 1], 2)
+    mixed, _ = aug.per_batch(images, labels, [1, 1])
+    expected, _ = aug.mix_batch(
+        images, labels, tf.random.experimental.stateless_split(aug._fold([1, 1]), 2)[1], fold=False
+    )
+    assert np.allclose(mixed, expected)
+    assert aug.model_layer() is not None
+    assert build_augmenter(augment_preset("light"), image_size=8).model_layer() is None
+
+
+def test_pca_from_config_or_argument():
+    config = augment_preset("paper_alexnet", pca_colour={"enabled": True, "stats": "imagenet"})
+    assert build_augmenter(config, image_size=8).pca is IMAGENET_PCA
+    stats = compute_pca_stats(np.random.default_rng(1).integers(0, 255, [2, 8, 8, 3]))
+    config = augment_preset("paper_alexnet").with_pca_stats(stats)
+    assert np.allclose(build_augmenter(config, image_size=8).pca.eigvals, stats.eigvals)

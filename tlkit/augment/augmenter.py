@@ -1,0 +1,279 @@
+"""The object the data pipeline calls: per-image geometric ops, then batched pixel and mixing ops.
+
+Typical tf.data use (``augmenter.apply`` does exactly this)::
+
+    aug = build_augmenter(config, image_size=224, pca=stats, seed=recipe.seed)
+    size = aug.load_size(224)                        # decode/resize to this square side
+    ds = tf.data.Dataset.zip((ds, seed_stream(seed)))            # (image, label), seed[2]
+    ds = ds.map(lambda el, s: (aug.per_image(el[0], s), el[1]), num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds.batch(64), seed_stream(seed + 1)))
+    ds = ds.map(lambda b, s: aug.per_batch(b[0], b[1], s), num_parallel_calls=AUTOTUNE)
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tlkit.augment import ops
+from tlkit.augment.config import CROP_LOAD_RATIO, AugmentConfig
+from tlkit.augment.pca import IMAGENET_PCA, PCAStats
+from tlkit.errors import UserError
+
+
+def seed_stream(seed: int) -> tf.data.Dataset:
+    """An endless dataset of int64 ``[2]`` seeds: reproducible, and different every epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+class Augmenter:
+    """Augmentation for one model input size, built from an :class:`AugmentConfig`.
+
+    Use :func:`build_augmenter` to make one. All methods are TensorFlow graph code: they work
+    in ``tf.data.Dataset.map``, ``tf.function`` and eagerly, and give the same result for the
+    same seed.
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig,
+        *,
+        image_size: int,
+        pca: PCAStats | None = None,
+        seed: int = 0,
+    ):
+        self.config = config
+        self.image_size = int(image_size)
+        self.pca = pca
+        self.seed = int(seed)
+        self._albumentations = None
+        self._check()
+        if config.backend == "albumentations":
+            from tlkit.augment.albumentations_backend import AlbumentationsRunner
+
+            self._albumentations = AlbumentationsRunner(config.albumentations, self.image_size)
+
+    def _check(self) -> None:
+        c, size = self.config, self.image_size
+        if c.scale_jitter.enabled:
+            s_min, _ = c.scale_jitter.resolved_range(size)
+            if s_min < size:
+                raise UserError(
+                    f"augment.scale_jitter.s_min ({s_min}) is below the image size ({size}): "
+                    "S must cover the crop"
+                )
+        if self.load_size() < size:
+            raise UserError(
+                f"augment load_size ({self.load_size()}) is below the image size ({size})"
+            )
+        if c.pca_colour.enabled and self.pca is None:
+            raise UserError(
+                "augment.pca_colour is enabled but has no statistics: compute them with "
+                "tlkit.augment.compute_pca_stats(train_images) and pass pca=..., or set "
+                "augment.pca_colour.stats: imagenet"
+            )
+
+    # --- sizes -----------------------------------------------------------------------------------
+
+    def load_size(self, image_size: int | None = None) -> int:
+        """The square side to decode/resize images to before :meth:`per_image`.
+
+        ``image_size`` without crop or jitter; ``crop.load_size`` or round(image_size * 8/7)
+        with random crop (256 for 224); ``scale_jitter.load_size`` or the resolved S_max with
+        scale jitter (512 for 224: the largest scale is never an upsample; set
+        ``scale_jitter.load_size`` lower to bound memory, at S_max that is 3 MB per float32
+        image); ``albumentations.load_size`` or image_size for the albumentations backend.
+        """
+        size = int(image_size or self.image_size)
+        c = self.config
+        if c.backend == "albumentations":
+            return c.albumentations.load_size or size
+        if c.scale_jitter.enabled:
+            return c.scale_jitter.load_size or c.scale_jitter.resolved_range(size)[1]
+        if c.crop.enabled:
+            return c.crop.load_size or round(size * CROP_LOAD_RATIO)
+        return size
+
+    @property
+    def scale_range(self) -> tuple[int, int] | None:
+        """``(S_min, S_max)`` in pixels when scale jitter is on."""
+        if not self.config.scale_jitter.enabled:
+            return None
+        return self.config.scale_jitter.resolved_range(self.image_size)
+
+    def _fold(self, seed) -> tf.Tensor:
+        return tf.random.experimental.stateless_fold_in(
+            ops.as_seed(seed), tf.constant(self.seed, tf.int64)
+        )
+
+    # --- per image -------------------------------------------------------------------------------
+
+    def per_image(self, image, seed) -> tf.Tensor:
+        """Geometric ops on one ``[L, L, 3]`` image (0..255): -> float32 ``[S, S, 3]``.
+
+        Order: scale jitter (shortest side to S), rotation and shear, local warp, random crop to
+        ``image_size``. Without crop or jitter the image is resized to ``image_size`` if needed.
+        """
+        seed = self._fold(seed)
+        size = self.image_size
+        if self._albumentations is not None:
+            return self._albumentations.tf_apply(image, seed)
+        c = self.config
+        seeds = ops.split_seed(seed, 4)
+        x = tf.convert_to_tensor(image)
+        if c.scale_jitter.enabled:
+            s_min, s_max = self.scale_range
+            x = ops.rescale_shortest_side(x, ops.scale_jitter_size(seeds[0], s_min, s_max))
+        if c.rotation.enabled or c.shear.enabled:
+            degrees = c.rotation.max_degrees if c.rotation.enabled else 0.0
+            shear = c.shear.max_shear if c.shear.enabled else 0.0
+            x = ops.random_affine(x, degrees, shear, seeds[1])
+        if c.warp.enabled:
+            x = ops.local_warp(x, c.warp.magnitude, c.warp.grid, seeds[2])
+        if c.scale_jitter.enabled or c.crop.enabled:
+            x = ops.random_crop(x, size, seeds[3])
+        elif tuple(x.shape[:2]) != (size, size):
+            x = tf.image.resize(x, [size, size], antialias=True)
+        return tf.ensure_shape(tf.cast(x, tf.float32), [size, size, 3])
+
+    # --- per batch -------------------------------------------------------------------------------
+
+    def per_batch(self, images, labels, seed) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batched ops on ``[B, S, S, 3]`` images (0..255) and their labels.
+
+        Mirror, colour shift and PCA colour (skipped here with ``device: model``, where
+        :class:`~tlkit.augment.layer.AugmentationLayer` runs them on the accelerator), then mixup /
+        cutmix, which need one-hot labels. Returns float32 images clipped to 0..255.
+        """
+        seeds = ops.split_seed(self._fold(seed), 2)
+        if self.config.device == "pipeline":
+            images = self.per_batch_pixels(images, seeds[0], fold=False)
+        return self.mix_batch(images, labels, seeds[1], fold=False)
+
+    def per_batch_pixels(self, images, seed, *, fold: bool = True) -> tf.Tensor:
+        """Mirror, colour shift and PCA colour on a batch; float32, clipped to 0..255."""
+        c = self.config
+        seeds = ops.split_seed(self._fold(seed) if fold else seed, 6)
+        x = tf.convert_to_tensor(images)
+        if c.mirror.enabled:
+            x = ops.flip_left_right(x, c.mirror.p, seeds[0])
+        x = tf.cast(x, tf.float32)
+        n = tf.shape(x)[0]
+        offsets = []
+        shift = c.colour_shift
+        if shift.enabled:
+            if shift.contrast:
+                x = ops.random_contrast(x, shift.contrast, seeds[1])
+            if shift.saturation:
+                x = ops.random_saturation(x, shift.saturation, seeds[2])
+            offsets.append(ops.rgb_offsets(n, shift.max_offset, seeds[3]))
+            if shift.brightness:
+                offsets.append(ops.brightness_offsets(n, shift.brightness, seeds[4]))
+        if c.pca_colour.enabled:
+            offsets.append(
+                ops.pca_offsets(n, self.pca.eigvals, self.pca.eigvecs, c.pca_colour.sigma, seeds[5])
+            )
+        if offsets:  # one add for every per-image colour offset
+            x = x + tf.add_n([tf.broadcast_to(o, [n, 3]) for o in offsets])[:, None, None, :]
+        if shift.enabled or c.pca_colour.enabled:
+            x = ops.clip_pixels(x)
+        return x
+
+    def mix_batch(self, images, labels, seed, *, fold: bool = True):
+        """mixup / cutmix (one of the two per image when both are on); labels must be one-hot."""
+        c = self.config
+        if not (c.mixup.enabled or c.cutmix.enabled):
+            return tf.cast(images, tf.float32), labels
+        seeds = ops.split_seed(self._fold(seed) if fold else seed, 3)
+        if c.mixup.enabled and c.cutmix.enabled:
+            mx, my = ops.mixup(images, labels, c.mixup.alpha, seeds[0])
+            cx, cy = ops.cutmix(images, labels, c.cutmix.alpha, seeds[1])
+            pick = tf.random.stateless_uniform([tf.shape(mx)[0]], seed=seeds[2]) < 0.5
+            return (
+                tf.where(pick[:, None, None, None], mx, cx),
+                tf.where(pick[:, None], my, cy),
+            )
+        if c.mixup.enabled:
+            return ops.mixup(images, labels, c.mixup.alpha, seeds[0])
+        return ops.cutmix(images, labels, c.cutmix.alpha, seeds[1])
+
+    # --- conveniences ----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        dataset: tf.data.Dataset,
+        batch_size: int,
+        seed: int | None = None,
+        *,
+        resize: bool = True,
+        drop_remainder: bool = False,
+    ) -> tf.data.Dataset:
+        """Augment an unbatched ``(image, label)`` dataset and batch it.
+
+        Images are resized to :meth:`load_size` first when ``resize`` (skip it when the
+        pipeline already decodes to that size). Seeds come from :func:`seed_stream`, so epochs
+        differ and runs repeat.
+        """
+        seed = self.seed if seed is None else int(seed)
+        side = self.load_size()
+        autotune = tf.data.AUTOTUNE
+
+        def one(element, image_seed):
+            image, label = element
+            if resize and tuple(image.shape[:2]) != (side, side):
+                image = tf.image.resize(image, [side, side], antialias=True)
+            return self.per_image(image, image_seed), label
+
+        ds = tf.data.Dataset.zip((dataset, seed_stream(seed)))
+        ds = ds.map(one, num_parallel_calls=autotune).batch(batch_size, drop_remainder)
+        ds = tf.data.Dataset.zip((ds, seed_stream(seed + 1)))
+        return ds.map(lambda b, s: self.per_batch(b[0], b[1], s), num_parallel_calls=autotune)
+
+    def model_layer(self):
+        """The :class:`AugmentationLayer` for ``device: model``; None with ``device: pipeline``."""
+        if self.config.device != "model":
+            return None
+        from tlkit.augment.layer import AugmentationLayer
+
+        return AugmentationLayer(self.config, self.image_size, pca=self.pca, seed=self.seed)
+
+
+def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCAStats | None:
+    """The PCA statistics to use: ``pca`` if given, else the config's (``imagenet`` or a dict)."""
+    if pca is not None:
+        return pca if isinstance(pca, PCAStats) else PCAStats.from_dict(pca)
+    stats = config.pca_colour.stats
+    if stats is None:
+        return None
+    if stats == "imagenet":
+        return IMAGENET_PCA
+    return PCAStats.from_dict(stats)
+
+
+def build_augmenter(
+    config: AugmentConfig | dict,
+    *,
+    image_size: int,
+    pca: PCAStats | dict | None = None,
+    seed: int = 0,
+) -> Augmenter | None:
+    """The :class:`Augmenter` for ``config`` at ``image_size``; None when nothing is enabled.
+
+    Args:
+        config: The recipe's ``augment`` section (or its dict).
+        image_size: The model's square input side.
+        pca: Training-set statistics from :func:`~tlkit.augment.compute_pca_stats`; default the
+            config's ``pca_colour.stats``. Required when PCA colour is enabled.
+        seed: Folded into every seed, so runs with different recipe seeds differ.
+
+    Raises:
+        UserError: sizes that do not fit, PCA colour without statistics, a bad albumentations
+            pipeline.
+    """
+    if not isinstance(config, AugmentConfig):
+        try:
+            config = AugmentConfig.model_validate(config)
+        except ValueError as exc:
+            raise UserError(f"augment: {exc}") from None
+    if not config.any_enabled:
+        return None
+    return Augmenter(config, image_size=image_size, pca=resolve_pca_stats(config, pca), seed=seed)

@@ -1,0 +1,381 @@
+"""Augmentation operations as pure TensorFlow graph ops with stateless seeds.
+
+Every function takes a ``seed`` (an int, a pair, or an int ``[2]`` tensor as tf.random's
+stateless ops use): the same seed gives the same output, inside ``tf.data.Dataset.map``,
+``tf.function`` or eagerly. Images are ``[H, W, C]`` or batches ``[B, H, W, C]``, pixel values in
+0..255; batched ops draw their parameters per image. Flip and crop keep the input dtype (they move
+pixels); the other ops return float32 and do not clip (the augmenter clips once at the end).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+_GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as tf.image.rgb_to_grayscale
+
+
+def as_seed(seed) -> tf.Tensor:
+    """An int64 ``[2]`` stateless seed from an int, a pair or a tensor."""
+    if isinstance(seed, numbers.Integral):
+        return tf.constant([int(seed), 0], tf.int64)
+    return tf.cast(tf.reshape(seed, [2]), tf.int64)
+
+
+def split_seed(seed, num: int) -> tf.Tensor:
+    """``num`` independent seeds ``[num, 2]`` derived from ``seed``."""
+    return tf.random.experimental.stateless_split(as_seed(seed), num=num)
+
+
+def _batched(fn):
+    """Let an op written for ``[B, H, W, C]`` also take one image ``[H, W, C]``."""
+
+    @functools.wraps(fn)
+    def wrapper(images, *args, **kwargs):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank == 3:
+            return fn(images[tf.newaxis], *args, **kwargs)[0]
+        return fn(images, *args, **kwargs)
+
+    return wrapper
+
+
+def _float(images: tf.Tensor) -> tf.Tensor:
+    return images if images.dtype == tf.float32 else tf.cast(images, tf.float32)
+
+
+def _uniform(shape, seed, low, high) -> tf.Tensor:
+    return tf.random.stateless_uniform(shape, seed=as_seed(seed), minval=low, maxval=high)
+
+
+def _size_pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+# --- geometric ---------------------------------------------------------------------------------
+
+
+@_batched
+def flip_left_right(images, p: float = 0.5, seed=0) -> tf.Tensor:
+    """Mirror each image horizontally with probability ``p`` (AlexNet, VGG)."""
+    flip = _uniform([tf.shape(images)[0]], seed, 0.0, 1.0) < p
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-left corners ``(oy[B], ox[B])`` of random ``size`` windows inside ``[B, H, W, C]``."""
+    height, width = _size_pair(size)
+    seeds = split_seed(seed, 2)
+    n = image_shape[0]
+    oy = tf.random.stateless_uniform(
+        [n], seed=seeds[0], minval=0, maxval=image_shape[1] - height + 1, dtype=tf.int32
+    )
+    ox = tf.random.stateless_uniform(
+        [n], seed=seeds[1], minval=0, maxval=image_shape[2] - width + 1, dtype=tf.int32
+    )
+    return oy, ox
+
+
+@_batched
+def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
+    """A random ``size`` window of each image (uniform position, per image; exact pixels).
+
+    Raises:
+        tf.errors.InvalidArgumentError: an image smaller than ``size``.
+    """
+    height, width = _size_pair(size)
+    shape = tf.shape(images)
+    tf.debugging.assert_greater_equal(
+        shape[1:3], tf.constant([height, width]), message=f"image smaller than crop {size}"
+    )
+    oy, ox = crop_offsets(shape, (height, width), seed)
+    rows = oy[:, None] + tf.range(height)[None]
+    cols = ox[:, None] + tf.range(width)[None]
+    out = tf.gather(images, rows, axis=1, batch_dims=1)
+    out = tf.gather(out, cols, axis=2, batch_dims=1)
+    return tf.ensure_shape(out, [None, height, width, images.shape[-1]])
+
+
+def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:
+    """VGG's training scale S for one image: uniform integer in ``[s_min, s_max]`` (int32)."""
+    if s_min == s_max:
+        return tf.constant(s_min, tf.int32)
+    return tf.random.stateless_uniform(
+        [], seed=as_seed(seed), minval=s_min, maxval=s_max + 1, dtype=tf.int32
+    )
+
+
+def rescale_shortest_side(image, side) -> tf.Tensor:
+    """Isotropic rescale of one ``[H, W, C]`` image so its shortest side is ``side``."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    side_f = tf.cast(side, tf.float32)
+    new = tf.maximum(tf.cast(tf.round(shape * side_f / tf.reduce_min(shape)), tf.int32), side)
+    return tf.image.resize(_float(image), new, method="bilinear", antialias=True)
+
+
+def scale_jitter(image, s_min: int, s_max: int, size: int, seed=0) -> tf.Tensor:
+    """VGG scale jittering of one image: shortest side to S ~ U[s_min, s_max], then crop ``size``.
+
+    Simonyan & Zisserman (2015), section 3.1: single-scale training when ``s_min == s_max``
+    (S = 256 or 384), multi-scale when S is drawn per image from [256, 512].
+    """
+    seeds = split_seed(seed, 2)
+    rescaled = rescale_shortest_side(image, scale_jitter_size(seeds[0], s_min, s_max))
+    return random_crop(rescaled, size, seeds[1])
+
+
+def affine_transforms(angle, shear_x, shear_y, height, width) -> tf.Tensor:
+    """``[B, 8]`` projective transforms rotating by ``angle`` (radians) and shearing, per image.
+
+    ``A = R(angle) @ [[1, shear_x], [shear_y, 1]]`` maps each output pixel, taken about the image
+    centre, to the input pixel it samples.
+    """
+    angle = tf.convert_to_tensor(angle, tf.float32)
+    shear_x = tf.convert_to_tensor(shear_x, tf.float32)
+    shear_y = tf.convert_to_tensor(shear_y, tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    a00, a01 = cos - sin * shear_y, cos * shear_x - sin
+    a10, a11 = sin + cos * shear_y, sin * shear_x + cos
+    cx, cy = (tf.cast(width, tf.float32) - 1) / 2, (tf.cast(height, tf.float32) - 1) / 2
+    zeros = tf.zeros_like(angle)
+    return tf.stack(
+        [a00, a01, cx - a00 * cx - a01 * cy, a10, a11, cy - a10 * cx - a11 * cy, zeros, zeros],
+        axis=1,
+    )
+
+
+def apply_transforms(images, transforms) -> tf.Tensor:
+    """Resample ``[B, H, W, C]`` through ``[B, 8]`` transforms: bilinear, reflected borders."""
+    images = _float(images)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
+@_batched
+def random_affine(images, max_degrees: float = 0.0, max_shear: float = 0.0, seed=0) -> tf.Tensor:
+    """Random rotation (degrees in ``[-max_degrees, max_degrees]``) and shear (factors in
+    ``[-max_shear, max_shear]``) about the image centre, bilinear, reflected borders."""
+    shape = tf.shape(images)
+    seeds = split_seed(seed, 3)
+    radians, shear_max = math.radians(max_degrees), float(max_shear)
+    transforms = affine_transforms(
+        _uniform([shape[0]], seeds[0], -radians, radians),
+        _uniform([shape[0]], seeds[1], -shear_max, shear_max),
+        _uniform([shape[0]], seeds[2], -shear_max, shear_max),
+        shape[1],
+        shape[2],
+    )
+    return apply_transforms(images, transforms)
+
+
+def rotate(images, max_degrees: float, seed=0) -> tf.Tensor:
+    """Random rotation in ``[-max_degrees, max_degrees]`` per image."""
+    return random_affine(images, max_degrees=max_degrees, seed=seed)
+
+
+def shear(images, max_shear: float, seed=0) -> tf.Tensor:
+    """Random horizontal and vertical shear in ``[-max_shear, max_shear]`` per image."""
+    return random_affine(images, max_shear=max_shear, seed=seed)
+
+
+def _bilinear_sample(images, ys, xs) -> tf.Tensor:
+    """Sample ``[B, H, W, C]`` at float coordinates ``ys, xs`` ``[B, h, w]`` (edges clamped)."""
+    shape = tf.shape(images)
+    ys = tf.clip_by_value(ys, 0.0, tf.cast(shape[1] - 1, tf.float32))
+    xs = tf.clip_by_value(xs, 0.0, tf.cast(shape[2] - 1, tf.float32))
+    y0, x0 = tf.floor(ys), tf.floor(xs)
+    wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1, x1 = tf.minimum(y0 + 1, shape[1] - 1), tf.minimum(x0 + 1, shape[2] - 1)
+
+    def at(y, x):
+        return tf.gather_nd(images, tf.stack([y, x], axis=-1), batch_dims=1)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+@_batched
+def local_warp(images, magnitude: float = 0.03, grid: int = 4, seed=0) -> tf.Tensor:
+    """Local (elastic-like) warping: each pixel moves by a smooth random displacement.
+
+    Displacements are drawn on a ``grid x grid`` lattice, uniform in ``[-magnitude, magnitude]``
+    times the image side, and upsampled bicubically to every pixel.
+    """
+    images = _float(images)
+    shape = tf.shape(images)
+    n, height, width = shape[0], shape[1], shape[2]
+    sides = tf.cast(tf.stack([height, width]), tf.float32)
+    lattice = _uniform([n, grid, grid, 2], seed, -magnitude, magnitude) * sides
+    field = tf.image.resize(lattice, [height, width], method="bicubic")
+    ys, xs = tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
+    return _bilinear_sample(images, ys[None] + field[..., 0], xs[None] + field[..., 1])
+
+
+# --- colour ------------------------------------------------------------------------------------
+
+
+def rgb_offsets(n, max_offset: float, seed) -> tf.Tensor:
+    """Per-image, per-channel offsets ``[n, 3]`` uniform in ``[-max_offset, max_offset]``."""
+    return _uniform([n, 3], seed, -float(max_offset), float(max_offset))
+
+
+def brightness_offsets(n, brightness: float, seed) -> tf.Tensor:
+    """Per-image offsets ``[n, 1]`` uniform in ``[-brightness, brightness] * 255``."""
+    return _uniform([n, 1], seed, -float(brightness), float(brightness)) * 255.0
+
+
+@_batched
+def random_contrast(images, contrast: float, seed=0) -> tf.Tensor:
+    """Scale each image about its per-channel mean by a factor in ``[1 - c, 1 + c]``."""
+    images = _float(images)
+    factor = _uniform([tf.shape(images)[0], 1, 1, 1], seed, 1 - contrast, 1 + contrast)
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return (images - mean) * factor + mean
+
+
+@_batched
+def random_saturation(images, saturation: float, seed=0) -> tf.Tensor:
+    """Blend each image with its grey version: ``grey + f * (rgb - grey)``, f in ``[1-s, 1+s]``."""
+    images = _float(images)
+    factor = _uniform([tf.shape(images)[0], 1, 1, 1], seed, 1 - saturation, 1 + saturation)
+    grey = tf.reduce_sum(images * tf.constant(_GREY), axis=-1, keepdims=True)
+    return grey + factor * (images - grey)
+
+
+@_batched
+def colour_shift(
+    images,
+    max_offset: float = 20.0,
+    seed=0,
+    *,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    saturation: float = 0.0,
+) -> tf.Tensor:
+    """Colour shifting: per-channel RGB offsets in ``[-max_offset, max_offset]`` per image.
+
+    Options, applied first: ``contrast`` and ``saturation`` factors in ``[1 - x, 1 + x]``; then
+    one ``brightness`` offset (fraction of 255) shared by the channels. Not clipped.
+    """
+    images = _float(images)
+    n = tf.shape(images)[0]
+    seeds = split_seed(seed, 4)
+    if contrast:
+        images = random_contrast(images, contrast, seeds[2])
+    if saturation:
+        images = random_saturation(images, saturation, seeds[3])
+    offsets = rgb_offsets(n, max_offset, seeds[0])
+    if brightness:
+        offsets += brightness_offsets(n, brightness, seeds[1])
+    return images + offsets[:, None, None, :]
+
+
+def pca_alpha(n, sigma: float, seed) -> tf.Tensor:
+    """AlexNet's per-image ``alpha ~ N(0, sigma)``, ``[n, 3]``."""
+    return tf.random.stateless_normal([n, 3], seed=as_seed(seed), stddev=float(sigma))
+
+
+def pca_offsets(n, eigvals, eigvecs, sigma: float, seed, value_range: float = 255.0) -> tf.Tensor:
+    """Per-image RGB offsets ``[n, 3]`` = ``value_range * eigvecs @ (alpha * eigvals)``."""
+    eigvals = tf.constant(eigvals, tf.float32) if not tf.is_tensor(eigvals) else eigvals
+    eigvecs = tf.constant(eigvecs, tf.float32) if not tf.is_tensor(eigvecs) else eigvecs
+    weights = pca_alpha(n, sigma, seed) * eigvals[None, :]
+    return tf.matmul(weights, eigvecs, transpose_b=True) * value_range
+
+
+@_batched
+def pca_colour(
+    images, eigvals, eigvecs, sigma: float = 0.1, seed=0, value_range: float = 255.0
+) -> tf.Tensor:
+    """AlexNet's PCA colour augmentation (Krizhevsky et al. 2012, section 4.1).
+
+    Adds ``eigvecs @ (alpha * eigvals)`` to every pixel of each image, ``alpha ~ N(0, sigma)``
+    per image, so pixels move only along the training set's principal colour axes. ``eigvals``
+    and ``eigvecs`` describe pixels in 0..1 (see :func:`tlkit.augment.compute_pca_stats`);
+    the offset is multiplied by ``value_range`` to match 0..255 images. Not clipped.
+    """
+    images = _float(images)
+    offsets = pca_offsets(tf.shape(images)[0], eigvals, eigvecs, sigma, seed, value_range)
+    return images + offsets[:, None, None, :]
+
+
+def clip_pixels(images, low: float = 0.0, high: float = 255.0) -> tf.Tensor:
+    """Clip to the valid pixel range."""
+    return tf.clip_by_value(_float(images), low, high)
+
+
+# --- mixing (images and one-hot labels) ---------------------------------------------------------
+
+
+def _beta(n, alpha: float, seed) -> tf.Tensor:
+    seeds = split_seed(seed, 2)
+    a = tf.random.stateless_gamma([n], seed=seeds[0], alpha=alpha)
+    b = tf.random.stateless_gamma([n], seed=seeds[1], alpha=alpha)
+    return a / tf.maximum(a + b, 1e-12)
+
+
+def _partners(n, seed) -> tf.Tensor:
+    return tf.argsort(_uniform([n], seed, 0.0, 1.0))
+
+
+def _check_one_hot(labels, op: str) -> tf.Tensor:
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank is not None and labels.shape.rank < 2:
+        raise ValueError(
+            f"{op} mixes labels and needs one-hot labels [B, classes]; got shape {labels.shape}"
+        )
+    return _float(labels)
+
+
+def mixup(images, labels, alpha: float = 0.2, seed=0) -> tuple[tf.Tensor, tf.Tensor]:
+    """mixup (Zhang et al. 2018): ``lam * x + (1 - lam) * x[perm]``, labels alike, lam ~ Beta."""
+    images, labels = _float(images), _check_one_hot(labels, "mixup")
+    n = tf.shape(images)[0]
+    seeds = split_seed(seed, 2)
+    lam = _beta(n, alpha, seeds[0])
+    perm = _partners(n, seeds[1])
+    mixed = (
+        images * lam[:, None, None, None] + tf.gather(images, perm) * (1 - lam)[:, None, None, None]
+    )
+    return mixed, labels * lam[:, None] + tf.gather(labels, perm) * (1 - lam)[:, None]
+
+
+def cutmix(images, labels, alpha: float = 1.0, seed=0) -> tuple[tf.Tensor, tf.Tensor]:
+    """CutMix (Yun et al. 2019): paste a random box of a partner image; labels mix by area."""
+    images, labels = _float(images), _check_one_hot(labels, "cutmix")
+    shape = tf.shape(images)
+    n, height, width = shape[0], shape[1], shape[2]
+    seeds = split_seed(seed, 4)
+    lam = _beta(n, alpha, seeds[0])
+    perm = _partners(n, seeds[1])
+    ratio = tf.sqrt(1.0 - lam)
+    h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    cy = _uniform([n], seeds[2], 0.0, h_f)
+    cx = _uniform([n], seeds[3], 0.0, w_f)
+    y1 = tf.clip_by_value(cy - ratio * h_f / 2, 0.0, h_f)
+    y2 = tf.clip_by_value(cy + ratio * h_f / 2, 0.0, h_f)
+    x1 = tf.clip_by_value(cx - ratio * w_f / 2, 0.0, w_f)
+    x2 = tf.clip_by_value(cx + ratio * w_f / 2, 0.0, w_f)
+    rows = tf.range(h_f)[None, :] + 0.5
+    cols = tf.range(w_f)[None, :] + 0.5
+    in_rows = (rows >= y1[:, None]) & (rows < y2[:, None])
+    in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
+    box = in_rows[:, :, None] & in_cols[:, None, :]
+    mixed = tf.where(box[..., None], tf.gather(images, perm), images)
+    pasted = tf.reduce_mean(tf.cast(box, tf.float32), axis=[1, 2])
+    labels = labels * (1 - pasted)[:, None] + tf.gather(labels, perm) * pasted[:, None]
+    return mixed, labels

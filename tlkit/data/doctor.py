@@ -1,0 +1,230 @@
+"""The data doctor: open every image once before training, so bad data never kills a run.
+
+Unreadable files are removed from their split and listed with the reason; images that
+tf.io.decode_image would misread (CMYK, 16-bit, alpha, palette, webp, GIF, BMP, EXIF-rotated,
+grayscale) are replaced by RGB PNG copies; byte-identical images shared by train and val/test,
+small classes and the class imbalance go into the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tlkit.data.bundle import DataBundle, DataReport, Split
+from tlkit.data.images import BadImageError, conversion_reason, read_image, to_rgb
+from tlkit.errors import UserError
+from tlkit.io import atomic_path, atomic_write_json
+
+CONVERTED_DIR = Path("data_cache") / "converted"
+_CACHE_FILE = Path("data_cache") / "doctor.json"
+
+
+def check_data(
+    bundle: DataBundle,
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    *,
+    min_images_per_class: int = 5,
+    workers: int | None = None,
+) -> DataReport:
+    """Check every image of ``bundle`` and fix what can be fixed, in place.
+
+    Skipped files leave their split; converted files are swapped for PNG copies in
+    ``run_dir/data_cache/converted/`` (a temporary folder without ``run_dir``). With a
+    ``run_dir``, results are remembered in ``data_cache/doctor.json`` by path, size and
+    modification time, so a resumed run does not read unchanged files again.
+
+    Args:
+        bundle: What :func:`tlkit.data.load_data` returned; its splits are updated.
+        run_dir: The run's folder, or ``None``.
+        progress: Show a progress bar on stderr (only when stderr is a terminal).
+        min_images_per_class: Classes with fewer training images are reported.
+        workers: Threads reading images; default from the CPU count.
+
+    Returns:
+        ``bundle.report``, updated.
+
+    Raises:
+        UserError: A class has no training image left after skipping bad files.
+    """
+    report = bundle.report
+    report.skipped, report.converted, report.duplicates, report.small_classes = [], [], [], []
+    converter = _Converter(Path(run_dir) / CONVERTED_DIR if run_dir else None)
+    cache = _DoctorCache(Path(run_dir) / _CACHE_FILE if run_dir else None)
+    unique = sorted({p for s in bundle.splits().values() if s.paths for p in s.paths})
+    results = _inspect_all(unique, converter, cache, progress, workers)
+    cache.save()
+    digests: dict[str, list[dict]] = {}
+    for name, split in bundle.splits().items():
+        setattr(bundle, name, _apply(name, split, bundle, results, digests, report))
+    if converter.folder is not None and report.converted:
+        report.notes.append(f"converted copies are in {converter.folder}")
+    report.duplicates = _cross_split_duplicates(digests)
+    bundle.refresh_counts()
+    _check_classes(bundle, min_images_per_class)
+    report.checked = True
+    return report
+
+
+def _inspect_all(paths, converter, cache, progress, workers) -> dict[str, dict]:
+    from tqdm import tqdm
+
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    bar = tqdm(
+        total=len(paths),
+        desc="checking images",
+        unit="img",
+        file=sys.stderr,
+        disable=not (progress and sys.stderr.isatty()) or not paths,
+    )
+    results = {}
+
+    def inspect(path: str) -> tuple[str, dict]:
+        result = cache.get(path)
+        if result is None:
+            result = _inspect(path, converter)
+            cache.put(path, result)
+        return path, result
+
+    with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, result in pool.map(inspect, paths):
+            results[path] = result
+            bar.update(1)
+    return results
+
+
+def _inspect(path: str, converter: _Converter) -> dict:
+    """``{status: ok|convert|skip, reason, sha1, to}`` for one file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return {"status": "skip", "reason": "file not found"}
+    except OSError as exc:
+        return {"status": "skip", "reason": f"cannot open file ({exc.strerror or exc})"}
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        image = read_image(path, data)
+        reason = conversion_reason(image, data)
+        if reason is None:
+            return {"status": "ok", "sha1": sha1}
+        return {"status": "convert", "reason": reason, "sha1": sha1,
+                "to": converter.write(path, sha1, to_rgb(image))}  # fmt: skip
+    except BadImageError as exc:
+        return {"status": "skip", "reason": exc.reason, "sha1": sha1}
+    except Exception as exc:  # a conversion PIL cannot do is a bad file, not a crash
+        return {"status": "skip", "reason": f"cannot convert ({exc})", "sha1": sha1}
+
+
+def _apply(name, split: Split, bundle, results, digests, report) -> Split:
+    keep = []
+    for i, (origin, label) in enumerate(zip(split.origins, split.labels, strict=True)):
+        item = {"path": origin, "split": name, "label": bundle.class_names[int(label)]}
+        if split.in_memory:
+            image = split.images[i]
+            sha1 = hashlib.sha1(str(image.shape).encode() + image.tobytes()).hexdigest()
+        else:
+            result = results[split.paths[i]]
+            if result["status"] == "skip":
+                report.skipped.append({**item, "reason": result["reason"]})
+                continue
+            if result["status"] == "convert":
+                report.converted.append({"path": origin, "to": result["to"], "reason": result["reason"]})  # fmt: skip
+            sha1 = result["sha1"]
+        digests.setdefault(sha1, []).append(item)
+        keep.append(i)
+    if split.in_memory:
+        return split
+    kept = split.subset(keep)
+    kept.paths = [results[p].get("to") or p for p in kept.paths]
+    return kept
+
+
+def _cross_split_duplicates(digests: dict[str, list[dict]]) -> list[dict]:
+    groups = []
+    for sha1, items in sorted(digests.items()):
+        splits = {i["split"] for i in items}
+        if "train" in splits and splits & {"val", "test"}:
+            groups.append({"sha1": sha1, "items": items})
+    return groups
+
+
+def _check_classes(bundle: DataBundle, minimum: int) -> None:
+    report = bundle.report
+    train = report.counts["train"]
+    empty = [c for c, n in train.items() if n == 0]
+    if empty:
+        raise UserError(
+            f"data {bundle.source}: after skipping {len(report.skipped)} unreadable files, "
+            f"{len(empty)} classes have no training images: {', '.join(map(repr, empty[:10]))}. "
+            f"First skipped: {', '.join(s['path'] + ' (' + s['reason'] + ')' for s in report.skipped[:3])}"
+        )
+    report.small_classes = [
+        {"class": c, "train": n, "minimum": minimum} for c, n in train.items() if n < minimum
+    ]
+
+
+class _Converter:
+    """Writes RGB PNG copies, into a temporary folder made on first use when none is given."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self._lock = threading.Lock()
+
+    def write(self, path: str, sha1: str, image) -> str:
+        with self._lock:
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="tlkit-converted-"))
+            self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{Path(path).stem[:60]}-{sha1[:12]}.png"
+        if not target.exists():
+            with atomic_path(target) as tmp:
+                image.save(tmp, format="PNG")
+        return str(target)
+
+
+class _DoctorCache:
+    """Earlier results by path, valid while the file's size and mtime are unchanged."""
+
+    def __init__(self, file: Path | None):
+        self.file = file
+        self._lock = threading.Lock()
+        self.entries: dict[str, dict] = {}
+        if file is not None and file.exists():
+            try:
+                self.entries = json.loads(file.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def get(self, path: str) -> dict | None:
+        entry = self.entries.get(path)
+        if entry is None or entry.get("stamp") != _stamp(path):
+            return None
+        if entry["result"].get("to") and not os.path.exists(entry["result"]["to"]):
+            return None
+        return entry["result"]
+
+    def put(self, path: str, result: dict) -> None:
+        stamp = _stamp(path)
+        if self.file is not None and stamp is not None:
+            with self._lock:
+                self.entries[path] = {"stamp": stamp, "result": result}
+
+    def save(self) -> None:
+        if self.file is not None and self.entries:
+            atomic_write_json(self.file, self.entries)
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]

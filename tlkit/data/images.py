@@ -1,0 +1,150 @@
+"""Reading single image files with PIL: any mode to 8-bit RGB, and the reasons a file is bad."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tlkit.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+#: What tf.io.decode_image reads correctly as is; anything else is converted to RGB PNG.
+_DECODABLE_AS_IS = {"JPEG", "PNG"}
+
+
+class BadImageError(UserError):
+    """An image file that cannot be read: missing, empty, not an image, truncated or corrupt."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"cannot read image {os.fspath(path)}: {reason}")
+        self.path, self.reason = os.fspath(path), reason
+
+
+def is_image_file(name: str) -> bool:
+    """Whether ``name`` has an image extension (case-insensitive) and is not hidden."""
+    base = os.path.basename(name)
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Open, verify and fully load an image; raise :class:`BadImageError` with the reason.
+
+    Args:
+        path: The file.
+        data: Its bytes, if already read.
+    """
+    if data is None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise BadImageError(path, "file not found") from None
+        except OSError as exc:
+            raise BadImageError(path, f"cannot open file ({exc.strerror or exc})") from None
+    if not data:
+        raise BadImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image (unknown format)") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(path, f"too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or type(exc).__name__
+        reason = "truncated file" if "truncated" in text.lower() else f"corrupt ({text})"
+        raise BadImageError(path, reason) from None
+    return image
+
+
+def conversion_reason(image: Image.Image, data: bytes) -> str | None:
+    """Why ``image`` must be converted before tf.io.decode_image sees it, or ``None``.
+
+    tf.io.decode_image cannot be trusted with CMYK, 16-bit, alpha, palette, webp, animated or
+    EXIF-rotated images, so those get an RGB PNG copy.
+    """
+    fmt = image.format or "unknown"
+    if fmt not in _DECODABLE_AS_IS:
+        return f"{fmt} format"
+    if fmt == "PNG" and len(data) > 24 and data[24] == 16:
+        return "16-bit PNG"
+    if image.mode != "RGB":
+        return f"mode {image.mode}"
+    if _orientation(image) not in (None, 1):
+        return "EXIF orientation"
+    return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: alpha composited on white, 16-bit and float scaled down.
+
+    EXIF orientation is applied, and an animation gives its first frame.
+    """
+    if _orientation(image) not in (None, 1):
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = Image.fromarray(_scale_to_uint8(np.asarray(image), mode), "L")
+        mode = "L"
+    if mode == "RGB":
+        return image
+    has_alpha = (
+        mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        or (mode == "P" and "transparency" in image.info)
+        or (mode in ("L", "RGB", "1") and "transparency" in image.info)
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _scale_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    array = np.nan_to_num(array.astype(np.float64))
+    peak = array.max() if array.size else 0.0
+    if mode.startswith("I;16") or (mode == "I" and peak > 255):
+        array = array / 257.0
+    elif mode == "F" and peak <= 1.0:
+        array = array * 255.0
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # broken EXIF blocks are common and harmless for the pixels
+        return None
+
+
+def load_image_file(path: str | os.PathLike, image_size: int | None = None) -> np.ndarray:
+    """Read any image file as float32 RGB in 0..255, optionally resized to a square.
+
+    Uses the same conversion as the data doctor and the same resize as the tf.data pipeline
+    (bilinear, antialiased, rounded to 8 bits), so a prediction sees what training saw.
+
+    Args:
+        path: Image file of any format and mode PIL reads.
+        image_size: Side of the square output; ``None`` keeps the original size.
+
+    Returns:
+        float32 array ``(H, W, 3)``.
+
+    Raises:
+        BadImageError: The file is missing, empty, not an image, truncated or corrupt.
+    """
+    array = np.asarray(to_rgb(read_image(path)), dtype=np.uint8)
+    if image_size is None:
+        return array.astype(np.float32)
+    from tlkit.data.pipeline import resize_uint8
+
+    return resize_uint8(array, image_size).numpy().astype(np.float32)

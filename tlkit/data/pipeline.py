@@ -1,0 +1,184 @@
+"""tf.data pipelines: decode, resize, cache, shuffle, augment, batch, weight, prefetch.
+
+Images leave the pipeline as raw RGB float32 in 0..255; the model's own preprocessing (a
+Rescaling layer or the backbone's mode) maps them further. Between decode and augmentation they
+are kept as uint8, so the cache and the shuffle buffer take a quarter of the memory, and a
+cached and an uncached pipeline yield the same pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tlkit.data.bundle import Split
+
+AUTOTUNE = tf.data.AUTOTUNE
+#: Memory for the shuffle buffer after the cache, which holds already decoded images.
+SHUFFLE_BUFFER_BYTES = 256 * 2**20
+
+
+def resize_uint8(image, size: int) -> tf.Tensor:
+    """Bilinear, antialiased resize to ``size x size``, rounded back to uint8."""
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def make_dataset(
+    split: Split,
+    *,
+    num_classes: int,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    augmenter: Any = None,
+    class_weight: dict[int, float] | None = None,
+    cache: str = "auto",
+    cache_limit_mb: int = 2048,
+    load_size: int | None = None,
+    num_parallel_calls: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A batched dataset of ``(images, one-hot labels[, sample weights])``.
+
+    Files are read and decoded in parallel (``tf.io.decode_image``, 3 channels, first frame),
+    in-memory images are gathered by index; both are resized (bilinear, antialiased) to the load
+    size, ``load_size`` or ``augmenter.load_size(image_size)`` or ``image_size``, and cached in
+    memory when ``cache`` says so ("auto": when ``N * L * L * 3`` bytes fit in
+    ``cache_limit_mb``). Training shuffles (seeded, a new order every epoch), then applies
+    ``augmenter.per_image(image, seed)`` per example with a per-example, per-epoch seed, batches,
+    and applies ``augmenter.per_batch(images, labels, seed)`` (which may mix labels). Without
+    ``training``: no shuffle, no augmentation, the split's order.
+
+    Class weights become per-example sample weights, ``labels @ weights``, computed after
+    ``per_batch`` so a mixed label gets the mixed weight; Keras' ``class_weight`` argument does
+    not work with every dataset structure and strategy, sample weights do.
+
+    Args:
+        split: The examples.
+        num_classes: Width of the one-hot labels.
+        image_size: Side of the square images the model sees.
+        batch_size: Examples per batch.
+        training: Shuffle and augment.
+        seed: Seed of the shuffle and of the augmentation seeds.
+        augmenter: Object with ``per_image(image, seed)``, ``per_batch(images, labels, seed)``
+            and ``load_size(image_size)``; used only when ``training``.
+        class_weight: ``{class index: weight}`` to add sample weights, or ``None``.
+        cache: ``auto``, ``memory`` or ``none``.
+        cache_limit_mb: Budget for ``auto``.
+        load_size: Side images are decoded to before augmentation.
+        num_parallel_calls: Parallel map calls; ``None`` lets tf.data tune.
+        drop_remainder: Drop a last, smaller batch.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(float32 [B, S, S, 3] in 0..255, float32 [B, num_classes])``,
+        plus float32 ``[B]`` weights with ``class_weight``.
+    """
+    n = len(split)
+    if n and int(split.labels.max()) >= num_classes:
+        raise ValueError(f"label {int(split.labels.max())} out of range for {num_classes} classes")
+    augment = training and augmenter is not None
+    size = load_size or (int(augmenter.load_size(image_size)) if augment else image_size)
+    calls = num_parallel_calls or AUTOTUNE
+    cached = cache == "memory" or (
+        cache == "auto" and n * size * size * 3 <= cache_limit_mb * 2**20
+    )
+    ds = _keyed(split)
+    if training:
+        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=not cached)
+    ds = ds.map(_loader(split, size), num_parallel_calls=calls)
+    if not split.in_memory:
+        ds = ds.ignore_errors(log_warning=True)
+    if cached:
+        ds = ds.cache()
+        if training:
+            buffer = min(max(n, 1), max(1024, SHUFFLE_BUFFER_BYTES // (size * size * 3)))
+            ds = ds.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda example, s: (_per_image(augmenter, example[0], s, image_size), example[1]),
+            num_parallel_calls=calls,
+        )
+    else:
+        ds = ds.map(lambda image, label: (_to_float(image, size, image_size), label))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
+    per_batch = getattr(augmenter, "per_batch", None) if augment else None
+    if per_batch is not None:
+        seeds = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, s: tuple(per_batch(batch[0], batch[1], s)),
+            num_parallel_calls=calls,
+        )
+    if class_weight:
+        table = tf.constant(
+            [float(class_weight.get(c, 1.0)) for c in range(num_classes)], tf.float32
+        )
+        ds = ds.map(lambda images, labels: (images, labels, tf.linalg.matvec(labels, table)))
+    return ds.prefetch(AUTOTUNE)
+
+
+def iterate_images(
+    split: Split, image_size: int, batch_size: int = 32
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of ``(float32 images [B, S, S, 3] in 0..255, int labels [B])`` in split order.
+
+    For evaluation and prediction helpers: no shuffle, no augmentation, no cache.
+    """
+    ds = _keyed(split).map(_loader(split, image_size), num_parallel_calls=AUTOTUNE)
+    if not split.in_memory:
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), label))
+    yield from ds.batch(batch_size).prefetch(AUTOTUNE).as_numpy_iterator()
+
+
+def _keyed(split: Split) -> tf.data.Dataset:
+    labels = tf.constant(split.labels, tf.int64)
+    if split.in_memory:
+        return tf.data.Dataset.from_tensor_slices((tf.range(len(split), dtype=tf.int64), labels))
+    return tf.data.Dataset.from_tensor_slices((tf.constant(split.paths, tf.string), labels))
+
+
+def _loader(split: Split, size: int):
+    """``(key, label) -> (uint8 [size, size, 3], label)`` for a path or an in-memory index."""
+    if not split.in_memory:
+
+        def load(path, label):
+            image = tf.io.decode_image(
+                tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
+            )
+            return resize_uint8(image, size), label
+
+        return load
+    images = split.images
+    if isinstance(images, np.ndarray):
+        table = tf.constant(images, tf.uint8)
+
+        def gather(index, label):
+            return resize_uint8(tf.gather(table, index), size), label
+
+        return gather
+
+    def pick(index, label):
+        image = tf.numpy_function(lambda i: images[int(i)], [index], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        return resize_uint8(image, size), label
+
+    return pick
+
+
+def _to_float(image, size: int, image_size: int) -> tf.Tensor:
+    image = tf.cast(image, tf.float32)
+    if size != image_size:
+        image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    return image
+
+
+def _per_image(augmenter, image, seed, image_size: int) -> tf.Tensor:
+    image = augmenter.per_image(tf.cast(image, tf.float32), seed)
+    return tf.ensure_shape(tf.cast(image, tf.float32), [image_size, image_size, 3])

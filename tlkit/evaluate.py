@@ -1,0 +1,193 @@
+"""Evaluating and predicting with a trained model (a run directory or a ``.keras`` file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit.errors import UserError
+from tlkit.reports import confusion_matrix, per_class_report
+
+
+@dataclass
+class LoadedModel:
+    """A trained classifier with its class names and input size."""
+
+    model: Any
+    class_names: list[str]
+    image_size: int
+    path: Path
+
+
+def load_trained(run_or_model: str | Path) -> LoadedModel:
+    """Load ``model.keras`` and ``labels.json`` from a run directory, or a ``.keras`` file.
+
+    A bare ``.keras`` file without a ``labels.json`` beside it gets class names ``0..n-1``.
+    """
+    import keras
+
+    import tlkit.augment  # noqa: F401 - registers augmentation layers a model may hold
+    import tlkit.models  # noqa: F401 - registers tlkit's custom layers
+
+    path = Path(run_or_model)
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.exists():
+        hint = " (the run has not saved a model yet)" if path.is_dir() else ""
+        raise UserError(f"no model at {model_path}{hint}")
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from None
+    classes = int(model.outputs[0].shape[-1])
+    labels_path = model_path.parent / "labels.json"
+    if labels_path.exists():
+        class_names = json.loads(labels_path.read_text())["class_names"]
+    else:
+        class_names = [str(i) for i in range(classes)]
+    if len(class_names) != classes:
+        raise UserError(f"{labels_path} lists {len(class_names)} classes, the model has {classes}")
+    return LoadedModel(model, class_names, int(model.inputs[0].shape[1]), model_path)
+
+
+@dataclass
+class Evaluation:
+    """Top-1/top-5 accuracy, confusion matrix and per-class scores on one split."""
+
+    top1: float
+    top5: float | None
+    count: int
+    matrix: np.ndarray
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"top1": self.top1, "top5": self.top5, "count": self.count,
+                "confusion_matrix": self.matrix.tolist(), "per_class": self.per_class}
+
+
+def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray,
+                         class_names: list[str]) -> Evaluation:
+    """Scores from predicted probabilities ``[N, C]`` and integer labels ``[N]``."""
+    labels = np.asarray(labels, dtype=int)
+    if len(labels) == 0:
+        raise UserError("nothing to evaluate: the split is empty")
+    predicted = probabilities.argmax(axis=1)
+    top1 = float((predicted == labels).mean())
+    top5 = None
+    if probabilities.shape[1] > 5:
+        top = np.argsort(-probabilities, axis=1)[:, :5]
+        top5 = float((top == labels[:, None]).any(axis=1).mean())
+    matrix = confusion_matrix(labels, predicted, len(class_names))
+    return Evaluation(top1, top5, len(labels), matrix, per_class_report(matrix, class_names))
+
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over a dataset of ``(images, one-hot labels[, weights])``."""
+    probs, labels = [], []
+    for batch in dataset:
+        probs.append(np.asarray(model(batch[0], training=False)))
+        labels.append(np.asarray(batch[1]).argmax(axis=-1))
+    if not probs:
+        return np.zeros((0, int(model.outputs[0].shape[-1]))), np.zeros((0,), int)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
+             split: str = "all") -> tuple[Evaluation, LoadedModel, Any]:
+    """Evaluate a trained model on a data source (folder, ``csv:``, ``tfds:``, ``builtin:``).
+
+    The source's classes are matched to the model's by name; classes the model does not know
+    are a user error. ``split`` picks ``train``, ``val``, ``test`` or ``all`` of a source that
+    has split folders; a plain class folder is evaluated whole.
+    """
+    from tlkit.data import DataConfig, check_data, load_data, make_dataset
+
+    loaded = load_trained(run_or_model)
+    bundle = load_data(DataConfig(source=data), seed=0)
+    check_data(bundle, None, progress=False, min_images_per_class=1)
+    unknown = sorted(set(bundle.class_names) - set(loaded.class_names))
+    if unknown:
+        raise UserError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown)}; the model "
+            f"knows {', '.join(loaded.class_names)}"
+        )
+    names = ("train", "val", "test") if split == "all" else (split,)
+    chosen = [getattr(bundle, n) for n in names if len(getattr(bundle, n))]
+    if not chosen:
+        raise UserError(f"{data} has no images in the {split} split")
+    remap = np.array([loaded.class_names.index(c) for c in bundle.class_names])
+    ds = make_dataset(_concat(chosen, remap), num_classes=len(loaded.class_names),
+                      image_size=loaded.image_size, batch_size=batch_size, training=False, seed=0)
+    probs, labels = predict_dataset(loaded.model, ds)
+    return evaluate_predictions(probs, labels, loaded.class_names), loaded, bundle
+
+
+def _concat(splits: list, remap: np.ndarray):
+    """One split holding ``splits`` in order, labels mapped through ``remap``."""
+    from tlkit.data import Split
+
+    labels = np.concatenate([remap[s.labels] for s in splits])
+    origins = [o for s in splits for o in s.origins]
+    if all(s.in_memory for s in splits):
+        images = [img for s in splits for img in s.images]
+        return Split(labels=labels, images=images, origins=origins)
+    if any(s.in_memory for s in splits):
+        raise UserError("cannot mix in-memory and file splits")
+    return Split(labels=labels, paths=[p for s in splits for p in s.paths], origins=origins)
+
+
+def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: int = 5,
+                  batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Top-k predictions for image files and folders (searched recursively).
+
+    Returns:
+        ``(results, skipped)``: one result per readable image (``path``, ``top``: list of
+        ``{label, probability}``) and the files that could not be read, with the reason.
+    """
+    from tlkit.data import BadImageError, load_image_file
+    from tlkit.data.images import is_image_file
+
+    loaded = load_trained(run_or_model)
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f.name))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserError(f"no such file or folder: {p}")
+    if not files:
+        raise UserError(f"no images found in {', '.join(map(str, paths))}")
+    images, kept, skipped = [], [], []
+    for f in files:
+        try:
+            images.append(load_image_file(f, loaded.image_size))
+            kept.append(f)
+        except BadImageError as exc:
+            skipped.append({"path": str(f), "reason": str(exc)})
+    results = []
+    k = max(1, min(top_k, len(loaded.class_names)))
+    for start in range(0, len(images), batch_size):
+        batch = np.stack(images[start : start + batch_size]).astype("float32")
+        probs = np.asarray(loaded.model(batch, training=False))
+        for f, p in zip(kept[start : start + batch_size], probs, strict=True):
+            order = np.argsort(-p)[:k]
+            results.append({"path": str(f), "top": [
+                {"label": loaded.class_names[i], "probability": round(float(p[i]), 6)}
+                for i in order]})
+    return results, skipped
+
+
+def write_evaluation(folder: str | Path, result: Evaluation, class_names: list[str]) -> None:
+    """``evaluation.json``, ``confusion_matrix.png`` and ``per_class.csv`` into ``folder``."""
+    from tlkit.io import atomic_write_json
+    from tlkit.reports import plot_confusion_matrix, write_per_class_csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "evaluation.json", result.as_dict())
+    plot_confusion_matrix(folder / "confusion_matrix.png", result.matrix, class_names)
+    write_per_class_csv(folder / "per_class.csv", result.per_class)

@@ -1,0 +1,97 @@
+"""Pieces every builder shares: keras.applications-style input handling, top and pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from tlkit.errors import InputSizeError, UserError
+
+
+def model_input(
+    input_tensor: Any,
+    input_shape: tuple | None,
+    *,
+    default_size: int,
+    min_size: int,
+    channels: int = 3,
+    model_name: str,
+):
+    """Return the model's input tensor, validating the shape as keras.applications does.
+
+    Args:
+        input_tensor: Optional Keras tensor to build on (as in keras.applications).
+        input_shape: Optional ``(height, width, channels)``; height/width may be None.
+        default_size: Side used when neither tensor nor shape is given.
+        min_size: Smallest side the architecture accepts.
+        channels: Default number of channels.
+        model_name: Name used in error messages.
+
+    Raises:
+        InputSizeError: a side below ``min_size``, naming the minimum.
+    """
+    if input_shape is None:
+        if input_tensor is not None:
+            input_shape = tuple(input_tensor.shape[1:])
+        else:
+            input_shape = (default_size, default_size, channels)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise UserError(
+            f"{model_name}: input_shape must be (height, width, channels), got {input_shape}"
+        )
+    for side in input_shape[:2]:
+        if side is not None and side < min_size:
+            raise InputSizeError(
+                f"{model_name} needs inputs of at least {min_size}x{min_size} pixels; "
+                f"got {input_shape[0]}x{input_shape[1]}. Resize your images or pick a "
+                f"larger input size (the paper uses {default_size}x{default_size})."
+            )
+    if input_tensor is None:
+        return keras.Input(shape=input_shape, name="input_layer")
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return keras.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
+    return input_tensor
+
+
+def model_from(img_input, input_tensor, outputs, name: str) -> keras.Model:
+    """Wrap ``outputs`` in a functional model, honouring a user-supplied ``input_tensor``."""
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    return keras.Model(inputs, outputs, name=name)
+
+
+def global_pool(x, pooling: str | None):
+    """Apply ``pooling`` (None, "avg" or "max") to a feature map, as keras.applications."""
+    if pooling is None:
+        return x
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    raise UserError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+
+
+def check_top_args(weights: Any, include_top: bool, classes: int, has_official: bool) -> None:
+    """Validate the ``weights``/``classes`` combination the way keras.applications does."""
+    if weights == "imagenet" and not has_official:
+        raise UserError(
+            "no official ImageNet weights exist for this architecture; use weights=None "
+            "(train from scratch) or a path to your own weights file"
+        )
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise UserError(
+            f"weights='imagenet' with include_top=True needs classes=1000, got {classes}"
+        )
+    if classes < 1:
+        raise UserError(f"classes must be a positive integer, got {classes}")
+
+
+def load_weights_arg(model: keras.Model, model_id: str, weights: Any, include_top: bool) -> None:
+    """Load ``weights`` (None, "imagenet" or a file path) into a freshly built model."""
+    if weights is None:
+        return
+    from tlkit.weights import load_builder_weights
+
+    load_builder_weights(model, model_id, weights, include_top=include_top)

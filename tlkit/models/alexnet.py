@@ -1,0 +1,304 @@
+"""AlexNet (one or two towers) and ZFNet: five conv stages and three FC layers, as tables.
+
+References:
+    A. Krizhevsky, I. Sutskever and G. E. Hinton, "ImageNet Classification with Deep
+    Convolutional Neural Networks", NIPS 2012 (section 3, Figure 2).
+    M. D. Zeiler and R. Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014 (Figure 3).
+
+The paper's two GPU towers are ``Conv2D(groups=2)`` for conv2, conv4 and conv5 (the layers whose
+kernels only see the maps on their own GPU); conv1 (each half sees the whole image), conv3 and
+the FC layers are full. Keras' TensorFlow backend runs grouped convolutions on CPU through XLA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+from tlkit.errors import UserError
+from tlkit.models._common import (
+    check_top_args,
+    global_pool,
+    load_weights_arg,
+    model_from,
+    model_input,
+)
+from tlkit.models.layers import LocalResponseNormalization
+from tlkit.models.registry import FreezeGroup, ModelInfo, register
+
+ALEXNET_PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, NIPS 2012"
+ZFNET_PAPER = "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014"
+
+
+@dataclass(frozen=True)
+class ConvStage:
+    """One row of the conv part: ``conv{i}`` (+ ReLU), then optional LRN ``norm{i}``/pool ``pool{i}``.
+
+    Attributes:
+        filters: Output channels.
+        kernel: Kernel side.
+        strides: Stride.
+        padding: Zero padding on each side (applied as ``conv{i}_pad`` when not "same").
+        grouped: Split into the paper's two towers when ``towers=2``.
+        norm: LRN after this stage.
+        pool: 3x3/2 max pooling after this stage: None, "valid" or "same".
+    """
+
+    filters: int
+    kernel: int
+    strides: int = 1
+    padding: int | str = "same"
+    grouped: bool = False
+    norm: bool = False
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole network: conv stages, LRN before or after pooling, FC widths, input sizes."""
+
+    stages: tuple[ConvStage, ...]
+    norm_before_pool: bool
+    fc: tuple[int, ...]
+    default_size: int
+    min_size: int
+
+
+ALEXNET = Spec(
+    stages=(
+        ConvStage(96, 11, 4, padding=0, norm=True, pool="valid"),
+        ConvStage(256, 5, padding="same", grouped=True, norm=True, pool="valid"),
+        ConvStage(384, 3),
+        ConvStage(384, 3, grouped=True),
+        ConvStage(256, 3, grouped=True, pool="valid"),
+    ),
+    norm_before_pool=True,
+    fc=(4096, 4096),
+    default_size=227,
+    min_size=67,
+)
+"""227 -> conv1 55 -> pool1 27 -> conv2 27 -> pool2 13 -> conv3-5 13 -> pool5 6."""
+
+ZFNET = Spec(
+    stages=(
+        ConvStage(96, 7, 2, padding=1, norm=True, pool="same"),
+        ConvStage(256, 5, 2, padding=0, norm=True, pool="same"),
+        ConvStage(384, 3),
+        ConvStage(384, 3),
+        ConvStage(256, 3, pool="valid"),
+    ),
+    norm_before_pool=False,
+    fc=(4096, 4096),
+    default_size=224,
+    min_size=53,
+)
+"""224 -> pad 1, conv1 110 -> pool1 55 -> conv2 26 -> pool2 13 -> conv3-5 13 -> pool5 6."""
+
+
+def conv_stage(x, stage: ConvStage, *, towers: int, norm_before_pool: bool, name: str):
+    """Build one conv stage; ``name`` is its index as a string (``"2"`` gives conv2, norm2, pool2)."""
+    padding = stage.padding
+    if isinstance(padding, int):
+        if padding:
+            x = layers.ZeroPadding2D(padding, name=f"conv{name}_pad")(x)
+        padding = "valid"
+    x = layers.Conv2D(
+        stage.filters,
+        stage.kernel,
+        strides=stage.strides,
+        padding=padding,
+        groups=towers if stage.grouped else 1,
+        activation="relu",
+        name=f"conv{name}",
+    )(x)
+    norm = LocalResponseNormalization(name=f"norm{name}") if stage.norm else None
+    pool = None
+    if stage.pool:
+        pool = layers.MaxPooling2D(3, strides=2, padding=stage.pool, name=f"pool{name}")
+    for layer in (norm, pool) if norm_before_pool else (pool, norm):
+        if layer is not None:
+            x = layer(x)
+    return x
+
+
+def _build(
+    spec: Spec,
+    model_id: str,
+    *,
+    towers: int,
+    include_top: bool,
+    weights: Any,
+    input_tensor: Any,
+    input_shape: tuple | None,
+    pooling: str | None,
+    classes: int,
+    classifier_activation: str | None,
+    name: str,
+    dropout: float,
+) -> keras.Model:
+    if towers not in (1, 2):
+        raise UserError(f"towers must be 1 or 2, got {towers!r}")
+    check_top_args(weights, include_top, classes, has_official=False)
+    img_input = model_input(
+        input_tensor,
+        input_shape,
+        default_size=spec.default_size,
+        min_size=spec.min_size,
+        model_name=name,
+    )
+    x = img_input
+    for i, stage in enumerate(spec.stages, start=1):
+        x = conv_stage(x, stage, towers=towers, norm_before_pool=spec.norm_before_pool, name=str(i))
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        for i, width in enumerate(spec.fc, start=len(spec.stages) + 1):
+            x = layers.Dense(width, activation="relu", name=f"fc{i}")(x)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    else:
+        x = global_pool(x, pooling)
+    model = model_from(img_input, input_tensor, x, name)
+    load_weights_arg(model, model_id, weights, include_top)
+    return model
+
+
+def AlexNet(
+    include_top: bool = True,
+    weights: Any = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    towers: int = 1,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """AlexNet at 227x227x3 (Krizhevsky et al. 2012).
+
+    conv1 96 11x11/4 (valid), LRN, pool 3x3/2; conv2 256 5x5 (pad 2), LRN, pool; conv3 384,
+    conv4 384, conv5 256 (3x3, pad 1), pool; fc6 4096, fc7 4096 (each followed by dropout);
+    ``predictions``. 62,378,344 parameters with one tower, 60,965,224 with two.
+
+    Args:
+        include_top: Add fc6, fc7 and ``predictions``.
+        weights: None or a path to a weights file (there are no official weights).
+        input_tensor: Optional Keras tensor to build on.
+        input_shape: Optional ``(height, width, channels)``; sides of at least 67 (the
+            smallest input for which pool5 still has an output).
+        pooling: None, ``"avg"`` or ``"max"`` global pooling when ``include_top=False``.
+        classes: Number of classes.
+        classifier_activation: Activation of ``predictions``.
+        name: Model name; ``alexnet`` or ``alexnet_2tower``.
+        towers: 1, or 2 for the paper's two-GPU split (grouped conv2, conv4 and conv5). LRN
+            then still spans all channels, where the paper normalized each GPU's half.
+        dropout: Rate of the dropout after fc6 and fc7 (the paper's 0.5; 0 adds no layer).
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    model_id = "alexnet" if towers == 1 else "alexnet_2tower"
+    return _build(
+        ALEXNET,
+        model_id,
+        towers=towers,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name or model_id,
+        dropout=dropout,
+    )
+
+
+def ZFNet(
+    include_top: bool = True,
+    weights: Any = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str = "zfnet",
+    dropout: float = 0.5,
+) -> keras.Model:
+    """ZFNet at 224x224x3 (Zeiler & Fergus 2014, Figure 3).
+
+    conv1 96 7x7/2, pool 3x3/2, LRN; conv2 256 5x5/2, pool, LRN; conv3 384, conv4 384,
+    conv5 256 (3x3, pad 1), pool; fc6, fc7 4096 with dropout; ``predictions`` (one tower).
+    The padding reproduces the paper's map sides 110/55/26/13/6 at 224: conv1 pads 1 pixel on
+    each side ((224 + 2 - 7) // 2 + 1 = 110); pool1 and pool2 use "same" padding (as Caffe's
+    ceil-mode pooling on the even 110 and 26), pool5 none (13 -> 6); conv2 is unpadded
+    ((55 - 5) // 2 + 1 = 26). The smallest input is 53x53. (The 512/1024/512 widths for
+    conv3-5 quoted in some course notes are a variant from the paper's Table 2.)
+
+    Args:
+        include_top: Add fc6, fc7 and ``predictions``.
+        weights: None or a path to a weights file (there are no official weights).
+        input_tensor: Optional Keras tensor to build on.
+        input_shape: Optional ``(height, width, channels)``; sides of at least 53.
+        pooling: None, ``"avg"`` or ``"max"`` global pooling when ``include_top=False``.
+        classes: Number of classes.
+        classifier_activation: Activation of ``predictions``.
+        name: Model name.
+        dropout: Rate of the dropout after fc6 and fc7 (0 adds no layer).
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    return _build(
+        ZFNET,
+        "zfnet",
+        towers=1,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        dropout=dropout,
+    )
+
+
+_FREEZE_GROUPS = tuple(
+    FreezeGroup(f"conv{i}", rf"^(conv|norm|pool){i}(_|$)") for i in range(1, 6)
+) + (FreezeGroup("fc", r"^(flatten|fc\d)"),)
+
+for _id, _builder, _spec, _paper, _kwargs, _description in (
+    ("alexnet", AlexNet, ALEXNET, ALEXNET_PAPER, {}, "AlexNet, one tower, 227x227"),
+    (
+        "alexnet_2tower",
+        AlexNet,
+        ALEXNET,
+        ALEXNET_PAPER,
+        {"towers": 2},
+        "AlexNet as the paper's two GPU towers (grouped conv2, conv4, conv5)",
+    ),
+    ("zfnet", ZFNet, ZFNET, ZFNET_PAPER, {}, "ZFNet: AlexNet with a 7x7/2 first layer"),
+):
+    register(
+        ModelInfo(
+            id=_id,
+            family="alexnet",
+            builder=_builder,
+            paper=_paper,
+            default_size=_spec.default_size,
+            min_size=_spec.min_size,
+            preprocessing="tf",
+            feature_size=_spec.stages[-1].filters,
+            weight_layers=len(_spec.stages) + len(_spec.fc) + 1,
+            freeze_groups=_FREEZE_GROUPS,
+            kwargs=_kwargs,
+            description=_description,
+        )
+    )

@@ -1,0 +1,109 @@
+"""Transfer models: raw pixels in, the backbone's own preprocessing, the backbone, a new head.
+
+The model is flat (one functional graph, no nested backbone), so layers keep the backbone's
+names: official weights load by name, freeze groups match by name, and the saved model takes
+raw 0..255 RGB images because preprocessing is a layer inside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from tlkit.errors import InputSizeError
+from tlkit.models.registry import ModelInfo
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="tlkit")
+class Preprocessing(keras.layers.Layer):
+    """keras.applications' ``preprocess_input`` as a layer, on raw RGB in 0..255.
+
+    Modes: ``caffe`` (RGB to BGR, ImageNet mean subtracted; VGG and ResNet's official
+    weights), ``tf`` (scaled to -1..1), ``torch`` (0..1, ImageNet mean/std), ``none`` (as is).
+    """
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "torch", "none"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
+        elif self.mode == "tf":
+            x = x / 127.5 - 1.0
+        elif self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
+            std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
+            x = (x / 255.0 - mean) / std
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def build_transfer_model(
+    info: ModelInfo,
+    num_classes: int,
+    *,
+    image_size: int | None = None,
+    head: Any = None,
+    channels: int = 3,
+) -> keras.Model:
+    """Backbone ``info`` with a new classifier for ``num_classes`` classes.
+
+    Args:
+        info: Registry entry of the backbone.
+        num_classes: Classes of the data.
+        image_size: Square input side (default the architecture's).
+        head: A ``HeadConfig`` (type avg|max|paper, dropout, hidden_units); default avg pooling
+            with dropout 0.2.
+        channels: Input channels (images are RGB in tlkit's pipelines).
+
+    Returns:
+        A flat functional model: ``image`` (raw 0..255) -> ``preprocess`` -> backbone -> head,
+        whose last layer is ``predictions`` (softmax, float32 even under mixed precision).
+    """
+    head_type = getattr(head, "type", "avg")
+    dropout = float(getattr(head, "dropout", 0.2))
+    hidden = list(getattr(head, "hidden_units", []) or [])
+    size = image_size or info.default_size
+    if size < info.min_size:
+        raise InputSizeError(
+            f"{info.id} needs images of at least {info.min_size}x{info.min_size}; "
+            f"image_size is {size}"
+        )
+    inputs = keras.Input((size, size, channels), name="image")
+    x = Preprocessing(info.preprocessing, name="preprocess")(inputs)
+    if head_type == "paper":
+        # The architecture's own classifier (e.g. VGG's fc1, fc2 with dropout), resized.
+        base = info.build(include_top=True, weights=None, input_tensor=x, classes=num_classes)
+        _float32_output(base.get_layer("predictions"))
+        return keras.Model(inputs, base.output, name=f"{info.id}_transfer")
+    base = info.build(include_top=False, weights=None, input_tensor=x, pooling=head_type)
+    y = base.output
+    for i, units in enumerate(hidden, start=1):
+        y = layers.Dense(units, activation="relu", name=f"head_dense{i}")(y)
+        if dropout:
+            y = layers.Dropout(dropout, name=f"head_dropout{i}")(y)
+    if dropout and not hidden:
+        y = layers.Dropout(dropout, name="head_dropout")(y)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(y)
+    return keras.Model(inputs, outputs, name=f"{info.id}_transfer")
+
+
+def _float32_output(layer) -> None:
+    # Under mixed precision the softmax must run in float32 (Keras' mixed-precision guide).
+    if layer.dtype_policy.compute_dtype != "float32":
+        layer.dtype_policy = keras.DTypePolicy("float32")

@@ -1,0 +1,155 @@
+"""Network in Network for ImageNet: four mlpconv blocks and global average pooling, no FC.
+
+Reference: M. Lin, Q. Chen and S. Yan, "Network In Network", ICLR 2014 (mlpconv layers,
+global average pooling as the classifier, dropout between mlpconv layers). The ImageNet layer
+sizes are those of the authors' released Caffe model (``nin_imagenet``): 7,595,176 parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+from tlkit.models._common import (
+    check_top_args,
+    global_pool,
+    load_weights_arg,
+    model_from,
+    model_input,
+)
+from tlkit.models.registry import FreezeGroup, ModelInfo, register
+
+PAPER = "Lin, Chen & Yan, Network In Network, ICLR 2014"
+DEFAULT_SIZE = 224
+MIN_SIZE = 67
+
+
+@dataclass(frozen=True)
+class MLPConv:
+    """One mlpconv block: a spatial conv, then 1x1 convs (the micro MLP), then max pooling.
+
+    Attributes:
+        filters: Channels of every conv in the block.
+        kernel: Side of the spatial conv.
+        strides: Stride of the spatial conv.
+        padding: "valid" or "same" for the spatial conv.
+        mlp: Number of 1x1 convs after it.
+        pool: 3x3/2 max pooling after the block.
+        dropout: Dropout rate after the block (the Caffe model's one dropout, before block 4).
+    """
+
+    filters: int
+    kernel: int
+    strides: int = 1
+    padding: str = "same"
+    mlp: int = 2
+    pool: bool = True
+    dropout: float = 0.0
+
+
+BLOCKS = (
+    MLPConv(96, 11, 4, padding="valid"),
+    MLPConv(256, 5),
+    MLPConv(384, 3, dropout=0.5),
+    MLPConv(1024, 3, mlp=1, pool=False),
+)
+"""224 -> block1 54 -> pool 26 -> block2 -> pool 12 -> block3 -> pool 5 -> block4 (5x5x1024).
+The last block's third layer is the classifier (a 1x1 conv to ``classes`` maps)."""
+
+
+def mlpconv_block(x, block: MLPConv, *, name: str):
+    """``{name}_conv1`` (spatial), ``{name}_conv2``... (1x1), all ReLU; ``{name}_pool``."""
+    x = layers.Conv2D(
+        block.filters,
+        block.kernel,
+        strides=block.strides,
+        padding=block.padding,
+        activation="relu",
+        name=f"{name}_conv1",
+    )(x)
+    for i in range(2, block.mlp + 2):
+        x = layers.Conv2D(block.filters, 1, activation="relu", name=f"{name}_conv{i}")(x)
+    if block.pool:
+        x = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool")(x)
+    if block.dropout:
+        x = layers.Dropout(block.dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def NiN(
+    include_top: bool = True,
+    weights: Any = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str = "nin",
+) -> keras.Model:
+    """Network in Network (ImageNet model) at 224x224x3.
+
+    mlpconv1: 11x11/4 96, 1x1 96, 1x1 96, max pool 3x3/2; mlpconv2: 5x5 256 (pad 2) and two
+    1x1 256, pool; mlpconv3: 3x3 384 (pad 1) and two 1x1 384, pool, dropout 0.5; mlpconv4:
+    3x3 1024, 1x1 1024 and the classifier, a 1x1 conv to ``classes`` maps
+    (``mlpconv4_conv3``), averaged over space (``avg_pool``) and passed to
+    ``predictions`` (the activation). There are no FC layers.
+
+    Pools are unpadded, so the maps are 54/26/12/5 at 224 (the Caffe model's ceil-mode
+    pooling gives 54/27/13/6; at 227 these pools give 55/27/13/6). The classifier conv has no
+    ReLU, unlike the Caffe model: rectified class scores can die and never recover.
+
+    Args:
+        include_top: Add the classifier conv, global average pooling and ``predictions``.
+            Without it the model ends at ``mlpconv4_conv2`` (1024 maps).
+        weights: None or a path to a weights file (there are no official weights).
+        input_tensor: Optional Keras tensor to build on.
+        input_shape: Optional ``(height, width, channels)``; sides of at least 67.
+        pooling: None, ``"avg"`` or ``"max"`` global pooling when ``include_top=False``.
+        classes: Number of classes.
+        classifier_activation: Activation of ``predictions``.
+        name: Model name.
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    check_top_args(weights, include_top, classes, has_official=False)
+    img_input = model_input(
+        input_tensor, input_shape, default_size=DEFAULT_SIZE, min_size=MIN_SIZE, model_name=name
+    )
+    x = img_input
+    for i, block in enumerate(BLOCKS, start=1):
+        x = mlpconv_block(x, block, name=f"mlpconv{i}")
+    if include_top:
+        last = f"mlpconv{len(BLOCKS)}_conv{BLOCKS[-1].mlp + 2}"
+        x = layers.Conv2D(classes, 1, name=last)(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Activation(classifier_activation, name="predictions")(x)
+    else:
+        x = global_pool(x, pooling)
+    model = model_from(img_input, input_tensor, x, name)
+    load_weights_arg(model, "nin", weights, include_top)
+    return model
+
+
+register(
+    ModelInfo(
+        id="nin",
+        family="nin",
+        builder=NiN,
+        paper=PAPER,
+        default_size=DEFAULT_SIZE,
+        min_size=MIN_SIZE,
+        preprocessing="tf",
+        feature_size=BLOCKS[-1].filters,
+        weight_layers=sum(b.mlp + 1 for b in BLOCKS) + 1,
+        freeze_groups=tuple(
+            FreezeGroup(f"mlpconv{i}", rf"^mlpconv{i}_(conv[1-{b.mlp + 1}]|pool|dropout)$")
+            for i, b in enumerate(BLOCKS, start=1)
+        ),
+        aliases=("network_in_network",),
+        description="Network in Network: mlpconv blocks, global average pooling, no FC",
+    )
+)

@@ -1,0 +1,340 @@
+"""ResNet-18/34/50/101/152 and their plain (shortcut-free) twins.
+
+He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
+(arXiv:1512.03385). Every depth is a row of :data:`RESNET_SPECS` (block type, blocks per
+stage), built by one builder, :func:`ResNet`.
+
+ResNet-50/101/152 are layer-for-layer identical to ``keras.applications.ResNet50/101/152``
+(ResNet v1 as Keras ships it: the stride of a stage sits in the first 1x1 conv of its first
+block, every conv has a bias, BatchNormalization with ``epsilon=1.001e-5``): same names, same
+weighted layers in the same order, so Keras' official ImageNet ``.h5`` files load into them.
+ResNet-18/34 use the paper's basic block with the same naming grammar
+(``conv3_block1_1_conv``, ``conv3_block1_2_conv``, projection ``conv3_block1_0_conv``).
+
+The ``PlainNet*`` builders are the plain baselines of the paper's degradation experiment
+(section 4.1, Table 2, Fig. 4): the same conv/BN/ReLU stack with no shortcut additions and no
+1x1 projection convs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+from tlkit.errors import UnknownNameError
+from tlkit.models._common import (
+    check_top_args,
+    global_pool,
+    load_weights_arg,
+    model_from,
+    model_input,
+)
+from tlkit.models.registry import FreezeGroup, ModelInfo, OfficialWeights, register
+
+PAPER = (
+    "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
+    "(arXiv:1512.03385)"
+)
+BN_EPSILON = 1.001e-5
+BN_AXIS = 3
+STAGE_FILTERS = (64, 128, 256, 512)
+"""Filters of each stage's 3x3 convs (conv2_x ... conv5_x); bottlenecks expand 4x."""
+BOTTLENECK_EXPANSION = 4
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One row of the paper's Table 1: block type and residual blocks per stage."""
+
+    block: str
+    blocks: tuple[int, int, int, int]
+
+    @property
+    def feature_size(self) -> int:
+        expansion = BOTTLENECK_EXPANSION if self.block == "bottleneck" else 1
+        return STAGE_FILTERS[-1] * expansion
+
+
+RESNET_SPECS: dict[int, ResNetSpec] = {
+    18: ResNetSpec("basic", (2, 2, 2, 2)),
+    34: ResNetSpec("basic", (3, 4, 6, 3)),
+    50: ResNetSpec("bottleneck", (3, 4, 6, 3)),
+    101: ResNetSpec("bottleneck", (3, 4, 23, 3)),
+    152: ResNetSpec("bottleneck", (3, 8, 36, 3)),
+}
+
+BASE_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+# (top md5, notop md5), copied from keras.src.applications.resnet.WEIGHTS_HASHES.
+_WEIGHTS_HASHES = {
+    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
+OFFICIAL_WEIGHTS: dict[int, OfficialWeights] = {
+    depth: OfficialWeights(
+        top=(f"resnet{depth}_weights_tf_dim_ordering_tf_kernels.h5", top_hash),
+        notop=(f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash),
+        base_url=BASE_WEIGHTS_URL,
+        cache_subdir="models",
+    )
+    for depth, (top_hash, notop_hash) in _WEIGHTS_HASHES.items()
+}
+
+
+def _model_id(depth: int, shortcuts: bool) -> str:
+    return f"{'resnet' if shortcuts else 'plain'}{depth}"
+
+
+def _conv_bn(x, filters: int, kernel_size: int, strides: int, name: str, relu: bool = True):
+    """Conv (with bias, as keras.applications' v1) -> BN -> optional ReLU, named ``name_*``."""
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="valid" if kernel_size == 1 else "same",
+        name=f"{name}_conv",
+    )(x)
+    x = layers.BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    if relu:
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def _merge(x, shortcut, name: str):
+    """Add the shortcut (when there is one) and apply the block's final ReLU."""
+    if shortcut is not None:
+        x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def bottleneck_block(
+    x, filters: int, stride: int = 1, projection: bool = False, shortcuts: bool = True, *, name: str
+):
+    """Bottleneck block 1x1 -> 3x3 -> 1x1 (x4), as keras.applications' ``residual_block_v1``.
+
+    Args:
+        x: Input tensor.
+        filters: Filters of the 1x1 reduce and 3x3 convs; the output has ``4 * filters``.
+        stride: Stride of the first 1x1 conv (and of the projection).
+        projection: Use a 1x1 conv + BN projection shortcut (``{name}_0_conv``).
+        shortcuts: False builds the plain twin: no shortcut, no projection, no Add.
+        name: Block name, e.g. ``conv3_block1``.
+    """
+    shortcut = None
+    if shortcuts:
+        shortcut = x
+        if projection:
+            shortcut = _conv_bn(
+                x, BOTTLENECK_EXPANSION * filters, 1, stride, f"{name}_0", relu=False
+            )
+    x = _conv_bn(x, filters, 1, stride, f"{name}_1")
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2")
+    x = _conv_bn(x, BOTTLENECK_EXPANSION * filters, 1, 1, f"{name}_3", relu=False)
+    return _merge(x, shortcut, name)
+
+
+def basic_block(
+    x, filters: int, stride: int = 1, projection: bool = False, shortcuts: bool = True, *, name: str
+):
+    """Basic block 3x3 -> 3x3 of ResNet-18/34 (paper Fig. 2 left), stride in the first conv.
+
+    Args:
+        x: Input tensor.
+        filters: Filters of both 3x3 convs.
+        stride: Stride of the first conv (and of the projection).
+        projection: Use a 1x1 conv + BN projection shortcut (``{name}_0_conv``).
+        shortcuts: False builds the plain twin: no shortcut, no projection, no Add.
+        name: Block name, e.g. ``conv3_block1``.
+    """
+    shortcut = None
+    if shortcuts:
+        shortcut = x
+        if projection:
+            shortcut = _conv_bn(x, filters, 1, stride, f"{name}_0", relu=False)
+    x = _conv_bn(x, filters, 3, stride, f"{name}_1")
+    x = _conv_bn(x, filters, 3, 1, f"{name}_2", relu=False)
+    return _merge(x, shortcut, name)
+
+
+_BLOCKS = {"bottleneck": bottleneck_block, "basic": basic_block}
+
+
+def residual_stage(x, spec: ResNetSpec, stage: int, shortcuts: bool = True):
+    """One stage (``conv{stage+2}_x``) of ``spec``: its blocks, stride 2 except for conv2."""
+    filters = STAGE_FILTERS[stage]
+    block = _BLOCKS[spec.block]
+    out_channels = filters * (BOTTLENECK_EXPANSION if spec.block == "bottleneck" else 1)
+    stride = 1 if stage == 0 else 2
+    # Project where the shape changes: every stage's first bottleneck block (64 -> 256 in conv2
+    # too, as keras.applications), but only conv3-conv5's first basic block.
+    projection = stride != 1 or x.shape[-1] != out_channels
+    prefix = f"conv{stage + 2}"
+    x = block(x, filters, stride, projection, shortcuts, name=f"{prefix}_block1")
+    for i in range(2, spec.blocks[stage] + 1):
+        x = block(x, filters, 1, False, shortcuts, name=f"{prefix}_block{i}")
+    return x
+
+
+def ResNet(
+    depth: int,
+    shortcuts: bool = True,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """Build ResNet-``depth`` (He et al. 2016), or its plain twin with ``shortcuts=False``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152 (a row of :data:`RESNET_SPECS`).
+        shortcuts: False drops every shortcut addition and projection conv (the paper's
+            plain network); the conv/BN/ReLU layers and their names are otherwise unchanged.
+        include_top: Add global average pooling and the ``predictions`` layer.
+        weights: None, ``"imagenet"`` (ResNet-50/101/152 only) or a weights file path.
+        input_tensor: Optional Keras tensor to build on.
+        input_shape: Optional ``(height, width, 3)``; sides of at least 32.
+        pooling: None, ``"avg"`` or ``"max"`` when ``include_top`` is False.
+        classes: Number of classes of the top.
+        classifier_activation: Activation of ``predictions`` (None for logits).
+        name: Model name; defaults to the registry id (``resnet50``, ``plain34``).
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    if depth not in RESNET_SPECS:
+        raise UnknownNameError("ResNet depth", str(depth), [str(d) for d in RESNET_SPECS])
+    spec = RESNET_SPECS[depth]
+    model_id = _model_id(depth, shortcuts)
+    has_official = shortcuts and depth in OFFICIAL_WEIGHTS
+    check_top_args(weights, include_top, classes, has_official)
+    img_input = model_input(
+        input_tensor, input_shape, default_size=224, min_size=32, model_name=model_id
+    )
+
+    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = layers.BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage in range(len(spec.blocks)):
+        x = residual_stage(x, spec, stage, shortcuts)
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    else:
+        x = global_pool(x, pooling)
+    model = model_from(img_input, input_tensor, x, name or model_id)
+    load_weights_arg(model, model_id, weights, include_top)
+    return model
+
+
+def _entry_point(depth: int, shortcuts: bool):
+    model_id = _model_id(depth, shortcuts)
+
+    def builder(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor: Any = None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | None = "softmax",
+        name: str = model_id,
+    ) -> keras.Model:
+        return ResNet(
+            depth,
+            shortcuts=shortcuts,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+        )
+
+    kind = "ResNet" if shortcuts else "PlainNet"
+    builder.__name__ = builder.__qualname__ = f"{kind}{depth}"
+    spec = RESNET_SPECS[depth]
+    if shortcuts:
+        summary = f"ResNet-{depth} ({spec.block} blocks {list(spec.blocks)}), He et al. 2016."
+    else:
+        summary = (
+            f"Plain-{depth}: ResNet-{depth}'s layers without shortcut additions or projection "
+            "convs (the degradation baseline of He et al. 2016, section 4.1)."
+        )
+    builder.__doc__ = (
+        f"{summary}\n\nSame arguments as keras.applications' builders; see :func:`ResNet`."
+    )
+    return builder
+
+
+ResNet18 = _entry_point(18, True)
+ResNet34 = _entry_point(34, True)
+ResNet50 = _entry_point(50, True)
+ResNet101 = _entry_point(101, True)
+ResNet152 = _entry_point(152, True)
+PlainNet18 = _entry_point(18, False)
+PlainNet34 = _entry_point(34, False)
+PlainNet50 = _entry_point(50, False)
+PlainNet101 = _entry_point(101, False)
+PlainNet152 = _entry_point(152, False)
+
+_BUILDERS = {
+    (18, True): ResNet18,
+    (34, True): ResNet34,
+    (50, True): ResNet50,
+    (101, True): ResNet101,
+    (152, True): ResNet152,
+    (18, False): PlainNet18,
+    (34, False): PlainNet34,
+    (50, False): PlainNet50,
+    (101, False): PlainNet101,
+    (152, False): PlainNet152,
+}
+
+FREEZE_GROUPS = (
+    FreezeGroup("stem", r"^(conv1_|pool1_)"),
+    FreezeGroup("conv2", r"^conv2_"),
+    FreezeGroup("conv3", r"^conv3_"),
+    FreezeGroup("conv4", r"^conv4_"),
+    FreezeGroup("conv5", r"^conv5_"),
+)
+UNIT_PATTERN = r"^(conv\d_block\d+)_"
+
+
+def _register_all() -> None:
+    for (depth, shortcuts), builder in _BUILDERS.items():
+        spec = RESNET_SPECS[depth]
+        prefix = "resnet" if shortcuts else "plain"
+        register(
+            ModelInfo(
+                id=_model_id(depth, shortcuts),
+                family="resnet",
+                builder=builder,
+                paper=PAPER,
+                default_size=224,
+                min_size=32,
+                preprocessing="caffe",
+                feature_size=spec.feature_size,
+                weight_layers=depth,
+                freeze_groups=FREEZE_GROUPS,
+                unit_pattern=UNIT_PATTERN,
+                official_weights=OFFICIAL_WEIGHTS.get(depth) if shortcuts else None,
+                aliases=(f"{prefix}_{depth}",) + (() if shortcuts else (f"plainnet{depth}",)),
+                description=(builder.__doc__ or "").splitlines()[0],
+            )
+        )
+
+
+_register_all()

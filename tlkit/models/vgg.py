@@ -1,0 +1,260 @@
+"""VGG configurations A, A-LRN, B, C, D and E as rows of one table, and one builder.
+
+Reference: K. Simonyan and A. Zisserman, "Very Deep Convolutional Networks for Large-Scale
+Image Recognition", ICLR 2015 (arXiv:1409.1556), Table 1 (configurations) and Table 2
+(parameters: 133, 133, 133, 134, 138 and 144 million).
+
+Configurations D and E have exactly keras.applications.VGG16/VGG19's weighted layers (names,
+order, shapes), so keras' official ImageNet ``.h5`` files load into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+from tlkit.errors import UnknownNameError, UserError
+from tlkit.models._common import (
+    check_top_args,
+    global_pool,
+    load_weights_arg,
+    model_from,
+    model_input,
+)
+from tlkit.models.layers import LocalResponseNormalization
+from tlkit.models.registry import FreezeGroup, ModelInfo, OfficialWeights, register
+
+WIDTHS = (64, 128, 256, 512, 512)
+"""Output channels of blocks 1-5 (the same in every configuration)."""
+
+DEFAULT_SIZE = 224
+MIN_SIZE = 32
+PAPER = "Simonyan & Zisserman, Very Deep Convolutional Networks, ICLR 2015"
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    """One column of the paper's Table 1.
+
+    Attributes:
+        model_id: Registry id of the configuration.
+        blocks: Kernel side of every conv layer, per block (3 or the 1x1 convs of C).
+        lrn: Whether LRN follows the first conv layer (configuration A-LRN).
+    """
+
+    model_id: str
+    blocks: tuple[tuple[int, ...], ...]
+    lrn: bool = False
+
+    @property
+    def weight_layers(self) -> int:
+        return sum(len(b) for b in self.blocks) + 3
+
+
+CONFIGS: dict[str, VGGConfig] = {
+    "A": VGGConfig("vgg11", ((3,), (3,), (3, 3), (3, 3), (3, 3))),
+    "A-LRN": VGGConfig("vgg11_lrn", ((3,), (3,), (3, 3), (3, 3), (3, 3)), lrn=True),
+    "B": VGGConfig("vgg13", ((3, 3), (3, 3), (3, 3), (3, 3), (3, 3))),
+    "C": VGGConfig("vgg16_c", ((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1))),
+    "D": VGGConfig("vgg16", ((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))),
+    "E": VGGConfig("vgg19", ((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3))),
+}
+
+_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
+    "vgg16": OfficialWeights(
+        top=("vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b"),
+        notop=(
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "6d6bbae143d832006294945121d1f1fc",
+        ),
+        base_url=_KERAS_URL + "vgg16/",
+        cache_subdir="models",
+    ),
+    "vgg19": OfficialWeights(
+        top=("vgg19_weights_tf_dim_ordering_tf_kernels.h5", "cbe5617147190e668d6c5d5026f83318"),
+        notop=(
+            "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "253f8cb515780f3b799900260a226db6",
+        ),
+        base_url=_KERAS_URL + "vgg19/",
+        cache_subdir="models",
+    ),
+}
+
+
+def _config(config: str) -> VGGConfig:
+    key = str(config).strip().upper().replace("_", "-")
+    if key not in CONFIGS:
+        raise UnknownNameError("VGG config", config, CONFIGS)
+    return CONFIGS[key]
+
+
+def vgg_block(x, filters: int, kernels: tuple[int, ...], *, lrn: bool = False, name: str):
+    """Conv layers (ReLU, 'same' padding) then a 2x2/2 max pool: ``{name}_conv{i}``, ``{name}_pool``.
+
+    Args:
+        x: Input feature map.
+        filters: Output channels of every conv layer.
+        kernels: Kernel side of each conv layer, in order.
+        lrn: Insert LRN (``{name}_lrn``) after the first conv layer (configuration A-LRN).
+        name: Block name, e.g. ``block3``.
+    """
+    for i, k in enumerate(kernels, start=1):
+        x = layers.Conv2D(
+            filters, (k, k), activation="relu", padding="same", name=f"{name}_conv{i}"
+        )(x)
+        if lrn and i == 1:
+            x = LocalResponseNormalization(name=f"{name}_lrn")(x)
+    return layers.MaxPooling2D((2, 2), strides=(2, 2), name=f"{name}_pool")(x)
+
+
+def VGG(
+    config: str = "D",
+    include_top: bool = True,
+    weights: Any = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Build a VGG network from a row of the paper's Table 1.
+
+    Layer names follow keras.applications (``block1_conv1``..., ``flatten``, ``fc1``, ``fc2``,
+    ``predictions``). Configuration C's 1x1 convs are named by position (``block3_conv3``).
+
+    Args:
+        config: ``"A"``, ``"A-LRN"``, ``"B"``, ``"C"``, ``"D"`` (VGG16) or ``"E"`` (VGG19).
+        include_top: Add the three fully connected layers.
+        weights: None, ``"imagenet"`` (D and E only) or a path to a weights file.
+        input_tensor: Optional Keras tensor to build on.
+        input_shape: Optional ``(height, width, 3)``; sides of at least 32.
+        pooling: None, ``"avg"`` or ``"max"`` global pooling when ``include_top=False``.
+        classes: Number of classes of the top.
+        classifier_activation: Activation of ``predictions``.
+        name: Model name; defaults to the configuration's id (``vgg16``).
+        dropout: Rate of the paper's dropout after fc1 and fc2 (``fc1_dropout``,
+            ``fc2_dropout``; the paper trains with 0.5). The default 0 adds no layers, so the
+            model is layer for layer keras.applications' VGG; dropout has no weights, so
+            either way the same weight files load and inference outputs are identical.
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    cfg = _config(config)
+    official = cfg.model_id in OFFICIAL_WEIGHTS
+    check_top_args(weights, include_top, classes, official)
+    if include_top and weights == "imagenet" and input_shape is not None:
+        if tuple(input_shape[:2]) != (DEFAULT_SIZE, DEFAULT_SIZE):
+            raise UserError(
+                f"weights='imagenet' with include_top=True needs input_shape "
+                f"({DEFAULT_SIZE}, {DEFAULT_SIZE}, 3), got {tuple(input_shape)}"
+            )
+    name = name or cfg.model_id
+    img_input = model_input(
+        input_tensor, input_shape, default_size=DEFAULT_SIZE, min_size=MIN_SIZE, model_name=name
+    )
+    x = img_input
+    for i, (filters, kernels) in enumerate(zip(WIDTHS, cfg.blocks, strict=True), start=1):
+        x = vgg_block(x, filters, kernels, lrn=cfg.lrn and i == 1, name=f"block{i}")
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        for fc in ("fc1", "fc2"):
+            x = layers.Dense(4096, activation="relu", name=fc)(x)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    else:
+        x = global_pool(x, pooling)
+    model = model_from(img_input, input_tensor, x, name)
+    load_weights_arg(model, cfg.model_id, weights, include_top)
+    return model
+
+
+def _entry(config: str, model_name: str, doc: str):
+    def build(
+        include_top: bool = True,
+        weights: Any = None,
+        input_tensor: Any = None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | None = "softmax",
+        name: str = model_name,
+        dropout: float = 0.0,
+    ) -> keras.Model:
+        return VGG(
+            config,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            dropout=dropout,
+        )
+
+    build.__name__ = build.__qualname__ = model_name.upper()
+    build.__doc__ = f"{doc} Same arguments as :func:`VGG` (keras.applications' signature)."
+    return build
+
+
+VGG11 = _entry("A", "vgg11", "VGG configuration A (11 weight layers).")
+VGG13 = _entry("B", "vgg13", "VGG configuration B (13 weight layers).")
+VGG16 = _entry("D", "vgg16", "VGG configuration D (16 weight layers), as keras.applications.")
+VGG19 = _entry("E", "vgg19", "VGG configuration E (19 weight layers), as keras.applications.")
+
+_FREEZE_GROUPS = tuple(FreezeGroup(f"block{i}", rf"^block{i}_") for i in range(1, 6)) + (
+    FreezeGroup("fc", r"^(flatten|fc\d)"),
+)
+
+_ENTRIES = (
+    ("A", "vgg11", VGG11, {}, ("vgg_a",), "VGG configuration A: 8 conv + 3 FC"),
+    (
+        "A-LRN",
+        "vgg11_lrn",
+        VGG,
+        {"config": "A-LRN"},
+        ("vgg_a_lrn",),
+        "VGG configuration A with LRN after the first conv layer",
+    ),
+    ("B", "vgg13", VGG13, {}, ("vgg_b",), "VGG configuration B: 10 conv + 3 FC"),
+    (
+        "C",
+        "vgg16_c",
+        VGG,
+        {"config": "C"},
+        ("vgg_c",),
+        "VGG configuration C: 13 conv (three 1x1) + 3 FC",
+    ),
+    ("D", "vgg16", VGG16, {}, ("vgg_d",), "VGG16 (configuration D), keras.applications layout"),
+    ("E", "vgg19", VGG19, {}, ("vgg_e",), "VGG19 (configuration E), keras.applications layout"),
+)
+
+for _letter, _id, _builder, _kwargs, _aliases, _description in _ENTRIES:
+    register(
+        ModelInfo(
+            id=_id,
+            family="vgg",
+            builder=_builder,
+            paper=PAPER,
+            default_size=DEFAULT_SIZE,
+            min_size=MIN_SIZE,
+            preprocessing="caffe",
+            feature_size=WIDTHS[-1],
+            weight_layers=CONFIGS[_letter].weight_layers,
+            freeze_groups=_FREEZE_GROUPS,
+            official_weights=OFFICIAL_WEIGHTS.get(_id),
+            kwargs=_kwargs,
+            aliases=_aliases,
+            description=_description,
+        )
+    )

@@ -1,0 +1,117 @@
+"""The recipe: one typed document holding every setting of a run.
+
+Sections: ``model``, ``weights``, ``data``, ``freeze``, ``augment``, ``train``, ``output``. The
+data, freeze and augment sections are owned by their modules (``tlkit.data.DataConfig``,
+``tlkit.freeze.FreezeConfig``, ``tlkit.augment.AugmentConfig``); this module composes them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tlkit.augment.config import AugmentConfig
+from tlkit.data.config import DataConfig
+from tlkit.freeze.config import FreezeConfig
+from tlkit.recipes.base import Section
+
+
+class HeadConfig(Section):
+    """The new classifier put on the backbone, sized to the data's classes."""
+
+    type: Literal["avg", "max", "paper"] = Field(
+        "avg",
+        description="avg/max: global pooling then a dense softmax; paper: the architecture's "
+        "own classifier (e.g. VGG's FC-4096 x2 with dropout), sized to the data's classes.",
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+    hidden_units: list[int] = Field(
+        default_factory=list, description="Dense ReLU layers between pooling and classifier."
+    )
+
+
+class ModelSection(Section):
+    backbone: str = Field("vgg16", description="Architecture id (see `tlkit models`).")
+    image_size: int | None = Field(
+        None, ge=8, description="Square input side; default the architecture's own."
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from tlkit.models.registry import get_model_info
+
+        return get_model_info(value).id
+
+
+class WeightsSection(Section):
+    source: str = Field(
+        "auto",
+        description="auto (imagenet where official files exist, else none), imagenet, none, "
+        "or a path to .h5 / .weights.h5 / .keras (a previous run's model.keras works).",
+    )
+    allow_partial: bool = Field(
+        False, description="Allow backbone layers the file does not cover (they stay random)."
+    )
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the papers use 0.9).")
+    nesterov: bool = False
+    weight_decay: float = Field(
+        0.0, ge=0, description="L2 weight decay on conv/dense kernels only (not BN, not biases)."
+    )
+    clipnorm: float | None = Field(None, gt=0, description="Clip each gradient to this norm.")
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "plateau", "step", "cosine", "onecycle"] = "constant"
+    factor: float = Field(0.1, gt=0, lt=1, description="plateau/step: multiply lr by this.")
+    patience: int = Field(2, ge=1, description="plateau: epochs without improvement.")
+    min_lr: float = Field(1e-6, ge=0)
+    step_epochs: int = Field(10, ge=1, description="step: epochs between drops.")
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine/onecycle: linear warmup.")
+
+
+class TrainSection(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1, description="Global batch (split across replicas).")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without validation improvement."
+    )
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False
+    aux_loss_weight: float = Field(
+        0.3, ge=0, description="GoogLeNet auxiliary classifiers' loss weight (the paper's 0.3)."
+    )
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    verbose: int = Field(1, ge=0, le=2)
+
+
+class OutputSection(Section):
+    dir: str | None = Field(None, description="Run directory; default <root>/<recipe name>.")
+    root: str = Field("runs", description="Folder holding run directories.")
+
+
+class Recipe(Section):
+    """A whole run. Every field has a default, so an empty recipe is valid."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = 42
+    model: ModelSection = Field(default_factory=ModelSection)
+    weights: WeightsSection = Field(default_factory=WeightsSection)
+    data: DataConfig = Field(default_factory=DataConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)

@@ -1,0 +1,120 @@
+"""A ``tf.function`` train step under ``strategy.run``, for MultiWorkerMirroredStrategy.
+
+With TensorFlow 2.21 / Keras 3.15, ``Model.fit`` under MultiWorkerMirroredStrategy fails on CPU
+(a PerReplica conversion error in a cross-replica reduce, then in Keras' loss reduction). This
+loop uses the same Keras model, loss and optimizer: per-example losses averaged over the global
+batch with ``tf.nn.compute_average_loss``, gradients all-reduced by the Keras optimizer in
+replica context, metrics summed across workers with ``strategy.reduce``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+
+def distribute_options() -> tf.data.Options:
+    """Shard by data (not files): in-memory and cached datasets have no files to shard."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+class CustomLoop:
+    """Runs epochs of a compiled-for-metrics Keras model with a hand-written distributed step."""
+
+    def __init__(self, model, optimizer, loss, strategy):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        config = loss.get_config()
+        self.per_example_loss = keras.losses.CategoricalCrossentropy(
+            label_smoothing=config.get("label_smoothing", 0.0), reduction=None
+        )
+        self._train_step = tf.function(self._distributed_train_step)
+        self._eval_step = tf.function(self._distributed_eval_step)
+        self._distributed: dict[int, object] = {}
+
+    # -------------------------------------------------------------- steps
+
+    def _sums(self, y, pred, per_example):
+        y_true = tf.argmax(y, axis=-1)
+        correct = tf.cast(tf.equal(tf.argmax(pred, axis=-1), y_true), tf.float32)
+        k = min(5, int(pred.shape[-1]))
+        top = tf.cast(tf.math.in_top_k(y_true, tf.cast(pred, tf.float32), k), tf.float32)
+        count = tf.cast(tf.shape(y)[0], tf.float32)
+        return tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct),
+                         tf.reduce_sum(top), count])
+
+    def _replica_train_step(self, batch):
+        x, y = batch[0], batch[1]
+        weights = batch[2] if len(batch) > 2 else None
+        with tf.GradientTape() as tape:
+            pred = tf.cast(self.model(x, training=True), tf.float32)
+            per_example = self.per_example_loss(y, pred)
+            weighted = per_example * weights if weights is not None else per_example
+            loss = tf.nn.compute_average_loss(weighted)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+        variables = self.model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self._sums(y, pred, per_example)
+
+    def _distributed_train_step(self, batch):
+        per_replica = self.strategy.run(self._replica_train_step, args=(batch,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def _replica_eval_step(self, batch):
+        x, y = batch[0], batch[1]
+        pred = tf.cast(self.model(x, training=False), tf.float32)
+        return self._sums(y, pred, self.per_example_loss(y, pred))
+
+    def _distributed_eval_step(self, batch):
+        per_replica = self.strategy.run(self._replica_eval_step, args=(batch,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    # -------------------------------------------------------------- epochs
+
+    def _dist(self, dataset):
+        key = id(dataset)
+        if key not in self._distributed:
+            self._distributed[key] = self.strategy.experimental_distribute_dataset(
+                dataset.with_options(distribute_options())
+            )
+        return self._distributed[key]
+
+    @staticmethod
+    def _logs(sums, prefix: str = "") -> dict[str, float]:
+        loss, correct, top, count = (float(v) for v in sums)
+        count = max(count, 1.0)
+        return {f"{prefix}loss": loss / count, f"{prefix}accuracy": correct / count,
+                f"{prefix}top5": top / count}
+
+    def run_epoch(self, train_ds, val_ds, rate_at: Callable[[int], float], first_step: int,
+                  epoch: int, log: Callable[[str], None]) -> dict[str, float]:
+        """One pass over ``train_ds`` then ``val_ds``; returns Keras-style logs."""
+        start = time.time()
+        totals = tf.zeros([4])
+        step = first_step
+        for batch in self._dist(train_ds):
+            self.optimizer.learning_rate.assign(rate_at(step))
+            sums = self._train_step(batch)
+            totals += sums
+            step += 1
+            if not math.isfinite(float(sums[0])):
+                break
+        logs = self._logs(totals.numpy())
+        if val_ds is not None:
+            val_totals = tf.zeros([4])
+            for batch in self._dist(val_ds):
+                val_totals += self._eval_step(batch)
+            logs.update(self._logs(val_totals.numpy(), "val_"))
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        log(f"epoch {epoch + 1}: {shown}  ({time.time() - start:.1f}s, {step - first_step} steps)")
+        return logs
