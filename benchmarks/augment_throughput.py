@@ -3,15 +3,19 @@
 One run, one machine, same images. The four-op chain of the issue (flip, crop 256 -> 224,
 colour shift, PCA colour) on uint8 256x256 images:
 
-* tlkit, all four ops batched in tf.data (uint8 in, batches of --batch-size);
-* tlkit's Augmenter as the data pipeline calls it (crop per image, the rest per batch);
+* tlkit's Augmenter as the data pipeline calls it (uint8 in; per_image does crop, flip and the
+  colour offsets in one cache-friendly pass, then batches of --batch-size), also with
+  ``pixel_ops="per_batch"`` (flip and colour over the whole batch);
+* tlkit's standalone batched op functions, all four on batches in tf.data;
 * albumentations Compose(HorizontalFlip, RandomCrop, RGBShift, FancyPCA), per image in a loop;
 * the same albumentations chain through tlkit's albumentations backend (tf.data, parallel);
 * Keras preprocessing layers (RandomFlip, RandomCrop, RandomColorJitter) in tf.data on batches.
 
-Then an end-to-end JPEG pipeline: decode + resize to 256 alone, and with the augmentation.
+Then an end-to-end JPEG pipeline: decode + resize to the model input (224) without
+augmentation, against decode + resize to the load size (256) + augmentation to 224; with float32
+and with uint8 batches.
 
-    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 6]
+    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -78,13 +82,18 @@ def tlkit_batched(images, batch_size, stats):
     return ds.map(chain, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def tlkit_augmenter(images, batch_size, stats):
-    import tensorflow as tf
-
+def four_op_augmenter(stats, **kwargs):
+    """flip, crop 256 -> 224, colour shift (+-20), PCA colour (sigma 0.1)."""
     from tlkit.augment import augment_preset, build_augmenter
 
     config = augment_preset("paper_alexnet", colour_shift={"enabled": True, "max_offset": 20})
-    aug = build_augmenter(config, image_size=224, pca=stats)
+    return build_augmenter(config, image_size=224, pca=stats, **kwargs)
+
+
+def tlkit_augmenter(images, batch_size, stats, **kwargs):
+    import tensorflow as tf
+
+    aug = four_op_augmenter(stats, **kwargs)
     labels = np.zeros([len(images), 1], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
     return aug.apply(ds, batch_size, seed=0, resize=False).prefetch(tf.data.AUTOTUNE)
@@ -168,14 +177,18 @@ def write_jpegs(images, folder: Path) -> list[str]:
     return paths
 
 
-def jpeg_pipeline(paths, batch_size, augmenter=None):
+def jpeg_pipeline(paths, batch_size, out_dtype, augmenter=None):
+    """Decode + resize to the model input, or decode + resize to the load size + augment."""
     import tensorflow as tf
 
-    side = augmenter.load_size() if augmenter else 256
+    side = augmenter.load_size() if augmenter else 224
 
     def decode(path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        return tf.cast(tf.image.resize(image, [side, side]), tf.uint8)
+        image = tf.image.resize(image, [side, side])
+        if augmenter is None and out_dtype == "uint8":
+            return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+        return image
 
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -191,7 +204,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=6.0, help="Per measurement.")
+    parser.add_argument("--seconds", type=float, default=5.0, help="Per measurement.")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--skip-jpeg", action="store_true", help="Skip the end-to-end part.")
     args = parser.parse_args(argv)
@@ -200,7 +213,7 @@ def main(argv=None) -> dict:
     import keras
     import tensorflow as tf
 
-    from tlkit.augment import augment_preset, build_augmenter, compute_pca_stats
+    from tlkit.augment import compute_pca_stats
 
     images = make_images(args.n_images)
     stats = compute_pca_stats(images)
@@ -212,34 +225,44 @@ def main(argv=None) -> dict:
         print(f"  {name:<44} {results[name]:9.1f} img/s", flush=True)
 
     print(f"four-op chain, {args.n_images} uint8 256x256 images, batch {bs}, {sec:g} s each")
-    run("tlkit batched ops (tf.data)", _images_only(tlkit_batched(images, bs, stats)))
+    run("tlkit Augmenter, float32 out (default)", _images_only(tlkit_augmenter(images, bs, stats)))
     run(
-        "tlkit Augmenter (per_image crop + per_batch)",
-        _images_only(tlkit_augmenter(images, bs, stats)),
+        "tlkit Augmenter, uint8 out",
+        _images_only(tlkit_augmenter(images, bs, stats, output_dtype="uint8")),
     )
+    run(
+        "tlkit Augmenter, pixel_ops=per_batch",
+        _images_only(tlkit_augmenter(images, bs, stats, pixel_ops="per_batch")),
+    )
+    run("tlkit standalone batched ops (tf.data)", _images_only(tlkit_batched(images, bs, stats)))
     run("albumentations Compose, per image", albumentations_loop(images))
     run("albumentations via tlkit backend (tf.data)", albumentations_in_tf_data(images, bs))
     run("keras layers (tf.data, batched)", keras_layers(images, bs))
 
+    tlkit = results["tlkit Augmenter, float32 out (default)"]
+    albu = results["albumentations Compose, per image"]
     ratios = {
-        "tlkit / albumentations": results["tlkit batched ops (tf.data)"]
+        "tlkit float32 / albumentations": tlkit / albu,
+        "tlkit uint8 / albumentations (both uint8)": results["tlkit Augmenter, uint8 out"] / albu,
+        "tlkit float32 / keras layers": tlkit / results["keras layers (tf.data, batched)"],
+        "tlkit batched ops / albumentations": results["tlkit standalone batched ops (tf.data)"]
         / results["albumentations Compose, per image"],
-        "tlkit Augmenter / albumentations": results["tlkit Augmenter (per_image crop + per_batch)"]
-        / results["albumentations Compose, per image"],
-        "tlkit / keras layers": results["tlkit batched ops (tf.data)"]
-        / results["keras layers (tf.data, batched)"],
     }
     if not args.skip_jpeg:
-        print("end to end: JPEG 320x320 -> decode -> resize 256 [-> augment to 224]")
-        config = augment_preset("paper_alexnet", colour_shift={"enabled": True})
-        aug = build_augmenter(config, image_size=224, pca=stats)
+        print("end to end: JPEG 320x320 -> decode -> resize to 224, or to 256 + augment to 224")
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_jpegs(images, Path(tmp))
-            run("decode + resize", _images_only(jpeg_pipeline(paths, bs)))
-            run("decode + resize + augment", _images_only(jpeg_pipeline(paths, bs, aug)))
-        ratios["end-to-end augment / decode alone"] = (
-            results["decode + resize + augment"] / results["decode + resize"]
-        )
+            for dtype in ("float32", "uint8"):
+                aug = four_op_augmenter(stats, output_dtype=dtype)
+                plain, augmented = (
+                    f"decode + resize, {dtype}",
+                    f"decode + resize + augment, {dtype}",
+                )
+                run(plain, _images_only(jpeg_pipeline(paths, bs, dtype)))
+                run(augmented, _images_only(jpeg_pipeline(paths, bs, dtype, aug)))
+                ratios[f"end to end {dtype}: augmented / plain"] = (
+                    results[augmented] / results[plain]
+                )
     print("ratios")
     for name, value in ratios.items():
         print(f"  {name:<44} {value:9.2f}")

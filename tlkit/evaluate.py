@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def load_trained(run_or_model: str | Path) -> LoadedModel:
 
     import tlkit.augment  # noqa: F401 - registers augmentation layers a model may hold
     import tlkit.models  # noqa: F401 - registers tlkit's custom layers
+
+    # Keras 3.15 warns when a one-input model named "image" is called with a bare tensor.
+    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
     path = Path(run_or_model)
     model_path = path / "model.keras" if path.is_dir() else path

@@ -37,6 +37,8 @@ def _pyplot():
 def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "") -> None:
     """Loss and accuracy per epoch, training and validation, stage changes marked."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
@@ -49,6 +51,7 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "") 
             if row.get("stage") != prev.get("stage"):
                 ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

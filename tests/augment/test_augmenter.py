@@ -3,8 +3,8 @@ import pytest
 import tensorflow as tf
 
 from tlkit.augment import (
-    AugmentConfig,
     IMAGENET_PCA,
+    AugmentConfig,
     augment_preset,
     build_augmenter,
     compute_pca_stats,
@@ -67,7 +67,9 @@ def test_per_image_and_per_batch_shapes_and_range():
 
 
 def test_scale_jitter_crop_comes_from_an_image_rescaled_to_s():
-    config = augment_preset("paper_vgg", scale_jitter={"s_min": 224, "s_max": 224})
+    config = AugmentConfig.model_validate(
+        {"scale_jitter": {"enabled": True, "s_min": 224, "s_max": 224}}
+    )
     aug = build_augmenter(config, image_size=16, seed=0)
     assert aug.scale_range == (16, 16)
     image = tf.random.uniform([aug.load_size(), aug.load_size(), 3], 0, 255, seed=2)
@@ -107,15 +109,45 @@ def test_in_tf_data_reproducible_and_epochs_differ():
     assert np.array_equal(first, epoch(aug.apply(ds, batch_size=4)))  # the same run repeats
 
 
+def test_per_image_mirror_rate_and_colour_bounds():
+    config = AugmentConfig.model_validate(
+        {"mirror": {"enabled": True, "p": 0.25}, "colour_shift": {"enabled": True}}
+    )
+    aug = build_augmenter(config, image_size=2, seed=0)
+    image = tf.constant([[[100.0] * 3, [150.0] * 3]] * 2)
+    outs = np.stack([aug.per_image(image, [3, i]).numpy() for i in range(600)])
+    flipped = outs[:, 0, 0, 0] > outs[:, 0, 1, 0]
+    assert abs(flipped.mean() - 0.25) < 5 * np.sqrt(0.25 * 0.75 / 600)
+    original = np.where(flipped[:, None, None, None], image.numpy()[:, ::-1], image.numpy())
+    delta = outs - original
+    assert np.allclose(delta, delta[:, :1, :1], atol=1e-3)  # one offset per image and channel
+    assert np.abs(delta).max() <= 20 + 1e-3
+
+
+def test_pixel_ops_per_batch_option():
+    config = AugmentConfig.model_validate(
+        {"mirror": {"enabled": True, "p": 1.0}, "colour_shift": {"enabled": True}}
+    )
+    aug = build_augmenter(config, image_size=8, pixel_ops="per_batch")
+    images = tf.random.uniform([4, 8, 8, 3], 30, 220, seed=1)
+    assert np.array_equal(aug.per_image(images[0], [1, 1]), images[0])  # geometric only
+    out, labels = aug.per_batch(images, tf.one_hot([0, 1, 0, 1], 2), [1, 2])
+    delta = out.numpy() - images.numpy()[:, :, ::-1]  # p=1: every image mirrored
+    assert np.allclose(delta, delta[:, :1, :1], atol=1e-3)
+    assert np.abs(delta).max() <= 20 + 1e-3 and np.abs(delta).max() > 0
+
+
 def test_device_model_leaves_pixel_ops_to_the_layer():
     config = augment_preset("light", device="model", mixup={"enabled": True})
     aug = build_augmenter(config, image_size=8)
+    assert not aug.pixel_ops_per_image
+    image = tf.random.uniform([8, 8, 3], 0, 255, seed=1)
+    assert np.array_equal(aug.per_image(image, [1, 1]), image)  # no mirror here: the layer
     images = tf.random.uniform([4, 8, 8, 3], 0, 255, seed=1)
     labels = tf.one_hot([0, 1, 0, 1], 2)
     mixed, _ = aug.per_batch(images, labels, [1, 1])
-    expected, _ = aug.mix_batch(
-        images, labels, tf.random.experimental.stateless_split(aug._fold([1, 1]), 2)[1], fold=False
-    )
+    seeds = tf.random.experimental.stateless_split(aug._fold([1, 1]), 2)
+    expected, _ = aug.mix_batch(images, labels, seeds[1], fold=False)
     assert np.allclose(mixed, expected)
     assert aug.model_layer() is not None
     assert build_augmenter(augment_preset("light"), image_size=8).model_layer() is None
@@ -127,3 +159,17 @@ def test_pca_from_config_or_argument():
     stats = compute_pca_stats(np.random.default_rng(1).integers(0, 255, [2, 8, 8, 3]))
     config = augment_preset("paper_alexnet").with_pca_stats(stats)
     assert np.allclose(build_augmenter(config, image_size=8).pca.eigvals, stats.eigvals)
+
+
+def test_uint8_output_is_the_rounded_float_output():
+    config = _everything()
+    floats = build_augmenter(config, image_size=16, seed=4)
+    bytes_ = build_augmenter(config, image_size=16, seed=4, output_dtype="uint8")
+    side = floats.load_size()
+    image = tf.cast(tf.random.uniform([side, side, 3], 0, 255, seed=6), tf.uint8)
+    a, b = floats.per_image(image, [2, 3]), bytes_.per_image(image, [2, 3])
+    assert b.dtype == tf.uint8
+    assert np.abs(np.rint(a.numpy()) - b.numpy()).max() <= 1  # rounding at the half
+    batch = tf.stack([b, b])
+    images, _ = bytes_.per_batch(batch, tf.one_hot([0, 1], 2), [1, 1])
+    assert images.dtype == tf.uint8

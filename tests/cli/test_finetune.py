@@ -105,8 +105,8 @@ def test_finished_explicit_output_is_not_overwritten(trained_run):
         (["--backbone", "resnet5O"], "resnet50"),
         (["--set", "train.epochs=zero"], "train.epochs"),
         (["--data", "{missing}"], "does not exist"),
-        (["--data", "{empty}"], "no class"),
-        (["--data", "{single}"], "one class"),
+        (["--data", "{empty}"], "no images"),
+        (["--data", "{single}"], "at least 2 classes"),
         (["--backbone", "alexnet", "--image-size", "32"], "67"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from freeze_helpers import build_finetune_model, train_one_step
 
 from tlkit.freeze import FreezeConfig, apply_freeze
 from tlkit.models import get_model_info
@@ -28,8 +29,6 @@ def moved(before, after) -> set[str]:
 
 def test_fit_keeps_frozen_bn_statistics(finetune_model):
     """compile + fit (what the trainer does) with bn: frozen, ResNet-50 frozen through conv3."""
-    from conftest import build_finetune_model
-
     model, info = build_finetune_model("resnet50"), get_model_info("resnet50")
     decision = apply_freeze(model, info, "conv3", config=FreezeConfig(bn="frozen"))
     model.compile(
@@ -52,8 +51,6 @@ def test_fit_keeps_frozen_bn_statistics(finetune_model):
 
 
 def test_bn_train_updates_only_unfrozen_statistics(finetune_model):
-    from conftest import train_one_step
-
     model, info = finetune_model("resnet50"), get_model_info("resnet50")
     decision = apply_freeze(model, info, "conv4_block6", config=FreezeConfig(bn="train"))
     stats = bn_stats(model)
@@ -65,8 +62,6 @@ def test_bn_train_updates_only_unfrozen_statistics(finetune_model):
 
 
 def test_bn_frozen_everywhere_when_nothing_else_is(finetune_model):
-    from conftest import train_one_step
-
     model, info = finetune_model("resnet50"), get_model_info("resnet50")
     apply_freeze(model, info, "none")  # default bn: frozen
     stats = bn_stats(model)

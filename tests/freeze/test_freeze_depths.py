@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import keras
 import pytest
+from freeze_helpers import TINY
 
 from tlkit.errors import TlkitError
 from tlkit.freeze import freeze_groups, layer_depths, weight_layer_depths
-from tlkit.models import FreezeGroup, ModelInfo, get_model_info, model_ids
+from tlkit.models import get_model_info, model_ids
 
 IDS = ["vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "googlenet"]
 
@@ -54,20 +55,6 @@ def test_googlenet_depths():
     assert depths["inception3a_1x1_conv"] == 4 and depths["inception3a_3x3_conv"] == 5
     assert depths["inception3a_pool_proj_conv"] == 4
     assert depths["inception5b_3x3_conv"] == 21 and depths["predictions"] == 22
-
-
-TINY = ModelInfo(
-    id="tiny",
-    family="tiny",
-    builder=None,
-    paper="",
-    default_size=8,
-    min_size=8,
-    preprocessing="none",
-    feature_size=4,
-    weight_layers=2,
-    freeze_groups=(FreezeGroup("block1", r"^block1_"), FreezeGroup("block2", r"^block2_")),
-)
 
 
 def test_sequential_models_count_too():

@@ -6,23 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from freeze_helpers import TINY
 
 from tlkit.errors import UnknownNameError
 from tlkit.freeze import apply_lr_multipliers, scale_gradients, variable_multipliers
-from tlkit.models import FreezeGroup, ModelInfo
-
-TINY = ModelInfo(
-    id="tiny",
-    family="tiny",
-    builder=None,
-    paper="",
-    default_size=8,
-    min_size=8,
-    preprocessing="none",
-    feature_size=4,
-    weight_layers=2,
-    freeze_groups=(FreezeGroup("block1", r"^block1_"),),
-)
 
 
 def tiny_model(seed: int = 0) -> keras.Model:

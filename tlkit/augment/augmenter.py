@@ -1,4 +1,8 @@
-"""The object the data pipeline calls: per-image geometric ops, then batched pixel and mixing ops.
+"""The object the data pipeline calls: per-image ops, then batched ops.
+
+``per_image`` runs the geometric ops and, by default, mirror / colour shift / PCA colour (one
+image stays in cache through the chain); ``per_batch`` runs mixup / cutmix (and the pixel ops
+when built with ``pixel_ops="per_batch"``). The pipeline calls both, always.
 
 Typical tf.data use (``augmenter.apply`` does exactly this)::
 
@@ -11,6 +15,8 @@ Typical tf.data use (``augmenter.apply`` does exactly this)::
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import tensorflow as tf
 
@@ -40,17 +46,34 @@ class Augmenter:
         image_size: int,
         pca: PCAStats | None = None,
         seed: int = 0,
+        pixel_ops: Literal["per_image", "per_batch"] = "per_image",
+        output_dtype: Literal["float32", "uint8"] = "float32",
     ):
+        if output_dtype not in ("float32", "uint8"):
+            raise ValueError(f"output_dtype must be 'float32' or 'uint8', got {output_dtype!r}")
         self.config = config
+        self.output_dtype = tf.as_dtype(output_dtype)
         self.image_size = int(image_size)
         self.pca = pca
         self.seed = int(seed)
+        self.pixel_ops = pixel_ops
         self._albumentations = None
         self._check()
         if config.backend == "albumentations":
             from tlkit.augment.albumentations_backend import AlbumentationsRunner
 
             self._albumentations = AlbumentationsRunner(config.albumentations, self.image_size)
+
+    @property
+    def pixel_ops_per_image(self) -> bool:
+        """True when :meth:`per_image` also runs mirror, colour shift and PCA colour.
+
+        That is the default for ``device: pipeline``: on a CPU, one image's pixels stay in cache
+        through the whole chain, about twice as fast as the same ops over a batch (see
+        benchmarks/augment_throughput.py). ``pixel_ops="per_batch"`` moves them to
+        :meth:`per_batch`; ``device: model`` moves them to the Keras layer.
+        """
+        return self.config.device == "pipeline" and self.pixel_ops == "per_image"
 
     def _check(self) -> None:
         c, size = self.config, self.image_size
@@ -108,17 +131,22 @@ class Augmenter:
     # --- per image -------------------------------------------------------------------------------
 
     def per_image(self, image, seed) -> tf.Tensor:
-        """Geometric ops on one ``[L, L, 3]`` image (0..255): -> float32 ``[S, S, 3]``.
+        """Per-image ops on one ``[L, L, 3]`` image (0..255, any dtype) -> ``[S, S, 3]``.
 
-        Order: scale jitter (shortest side to S), rotation and shear, local warp, random crop to
-        ``image_size``. Without crop or jitter the image is resized to ``image_size`` if needed.
+        Geometric ops in order: scale jitter (shortest side to S), rotation and shear, local
+        warp, random crop to ``image_size`` (without crop or jitter, a resize to ``image_size``
+        if needed). Then, when :attr:`pixel_ops_per_image`, mirror, colour shift and PCA colour,
+        clipped to 0..255. Returns :attr:`output_dtype` (float32 by default).
         """
         seed = self._fold(seed)
         size = self.image_size
         if self._albumentations is not None:
-            return self._albumentations.tf_apply(image, seed)
+            x = self._albumentations.tf_apply(image, seed)
+            if self.pixel_ops_per_image:
+                x = self._pixels_one(x, ops.split_seed(seed, 1)[0])
+            return self._output(x)
         c = self.config
-        seeds = ops.split_seed(seed, 4)
+        seeds = ops.split_seed(seed, 5)
         x = tf.convert_to_tensor(image)
         if c.scale_jitter.enabled:
             s_min, s_max = self.scale_range
@@ -133,21 +161,67 @@ class Augmenter:
             x = ops.random_crop(x, size, seeds[3])
         elif tuple(x.shape[:2]) != (size, size):
             x = tf.image.resize(x, [size, size], antialias=True)
-        return tf.ensure_shape(tf.cast(x, tf.float32), [size, size, 3])
+        if self.pixel_ops_per_image:
+            x = self._pixels_one(x, seeds[4])
+        return tf.ensure_shape(self._output(x), [size, size, 3])
+
+    def _output(self, x) -> tf.Tensor:
+        """Cast to :attr:`output_dtype` (uint8: rounded; values are already in 0..255)."""
+        if x.dtype == self.output_dtype:
+            return x
+        if self.output_dtype == tf.uint8:
+            return tf.cast(tf.round(ops.clip_pixels(x)), tf.uint8)
+        return tf.cast(x, self.output_dtype)
+
+    def _pixels_one(self, image, seed) -> tf.Tensor:
+        """Mirror, colour shift and PCA colour on one image (the cache-friendly path)."""
+        c = self.config
+        seeds = ops.split_seed(seed, 6)
+        x = image
+        if c.mirror.enabled:
+            x = ops.flip_one(x, c.mirror.p, seeds[0])
+        x = tf.cast(x, tf.float32)
+        colour = self._colour(x[tf.newaxis], seeds)
+        if colour is None:
+            return x
+        x, offsets = colour
+        return ops.clip_pixels(tf.nn.bias_add(x[0], offsets[0]))
+
+    def _colour(self, x, seeds):
+        """Contrast/saturation on batch ``x``, and the summed per-image RGB offsets ``[B, 3]``."""
+        c, shift = self.config, self.config.colour_shift
+        if not (shift.enabled or c.pca_colour.enabled):
+            return None
+        n = tf.shape(x)[0]
+        offsets = tf.zeros([n, 3])
+        if shift.enabled:
+            if shift.contrast:
+                x = ops.random_contrast(x, shift.contrast, seeds[1])
+            if shift.saturation:
+                x = ops.random_saturation(x, shift.saturation, seeds[2])
+            offsets += ops.rgb_offsets(n, shift.max_offset, seeds[3])
+            if shift.brightness:
+                offsets += ops.brightness_offsets(n, shift.brightness, seeds[4])
+        if c.pca_colour.enabled:
+            pca = self.pca
+            offsets += ops.pca_offsets(n, pca.eigvals, pca.eigvecs, c.pca_colour.sigma, seeds[5])
+        return x, offsets
 
     # --- per batch -------------------------------------------------------------------------------
 
     def per_batch(self, images, labels, seed) -> tuple[tf.Tensor, tf.Tensor]:
         """Batched ops on ``[B, S, S, 3]`` images (0..255) and their labels.
 
-        Mirror, colour shift and PCA colour (skipped here with ``device: model``, where
-        :class:`~tlkit.augment.layer.AugmentationLayer` runs them on the accelerator), then mixup /
-        cutmix, which need one-hot labels. Returns float32 images clipped to 0..255.
+        Mirror, colour shift and PCA colour run here only with ``pixel_ops="per_batch"`` (by
+        default :meth:`per_image` ran them; with ``device: model`` the Keras layer runs them).
+        Then mixup / cutmix, which need one-hot labels. Images come back as
+        :attr:`output_dtype` (float32 unless built with ``output_dtype="uint8"``).
         """
         seeds = ops.split_seed(self._fold(seed), 2)
-        if self.config.device == "pipeline":
+        if self.config.device == "pipeline" and not self.pixel_ops_per_image:
             images = self.per_batch_pixels(images, seeds[0], fold=False)
-        return self.mix_batch(images, labels, seeds[1], fold=False)
+        images, labels = self.mix_batch(images, labels, seeds[1], fold=False)
+        return self._output(tf.convert_to_tensor(images)), labels
 
     def per_batch_pixels(self, images, seed, *, fold: bool = True) -> tf.Tensor:
         """Mirror, colour shift and PCA colour on a batch; float32, clipped to 0..255."""
@@ -157,32 +231,17 @@ class Augmenter:
         if c.mirror.enabled:
             x = ops.flip_left_right(x, c.mirror.p, seeds[0])
         x = tf.cast(x, tf.float32)
-        n = tf.shape(x)[0]
-        offsets = []
-        shift = c.colour_shift
-        if shift.enabled:
-            if shift.contrast:
-                x = ops.random_contrast(x, shift.contrast, seeds[1])
-            if shift.saturation:
-                x = ops.random_saturation(x, shift.saturation, seeds[2])
-            offsets.append(ops.rgb_offsets(n, shift.max_offset, seeds[3]))
-            if shift.brightness:
-                offsets.append(ops.brightness_offsets(n, shift.brightness, seeds[4]))
-        if c.pca_colour.enabled:
-            offsets.append(
-                ops.pca_offsets(n, self.pca.eigvals, self.pca.eigvecs, c.pca_colour.sigma, seeds[5])
-            )
-        if offsets:  # one add for every per-image colour offset
-            x = x + tf.add_n([tf.broadcast_to(o, [n, 3]) for o in offsets])[:, None, None, :]
-        if shift.enabled or c.pca_colour.enabled:
-            x = ops.clip_pixels(x)
-        return x
+        colour = self._colour(x, seeds)
+        if colour is None:
+            return x
+        x, offsets = colour
+        return ops.clip_pixels(x + offsets[:, None, None, :])
 
     def mix_batch(self, images, labels, seed, *, fold: bool = True):
         """mixup / cutmix (one of the two per image when both are on); labels must be one-hot."""
         c = self.config
         if not (c.mixup.enabled or c.cutmix.enabled):
-            return tf.cast(images, tf.float32), labels
+            return images, labels
         seeds = ops.split_seed(self._fold(seed) if fold else seed, 3)
         if c.mixup.enabled and c.cutmix.enabled:
             mx, my = ops.mixup(images, labels, c.mixup.alpha, seeds[0])
@@ -255,6 +314,8 @@ def build_augmenter(
     image_size: int,
     pca: PCAStats | dict | None = None,
     seed: int = 0,
+    pixel_ops: Literal["per_image", "per_batch"] = "per_image",
+    output_dtype: Literal["float32", "uint8"] = "float32",
 ) -> Augmenter | None:
     """The :class:`Augmenter` for ``config`` at ``image_size``; None when nothing is enabled.
 
@@ -264,6 +325,12 @@ def build_augmenter(
         pca: Training-set statistics from :func:`~tlkit.augment.compute_pca_stats`; default the
             config's ``pca_colour.stats``. Required when PCA colour is enabled.
         seed: Folded into every seed, so runs with different recipe seeds differ.
+        pixel_ops: Where mirror, colour shift and PCA colour run with ``device: pipeline``:
+            in :meth:`Augmenter.per_image` (default, faster on CPU) or in
+            :meth:`Augmenter.per_batch`.
+        output_dtype: What ``per_image`` and ``per_batch`` return. ``uint8`` (rounded) keeps
+            batches 4x smaller; the model then casts on the accelerator (Keras casts inputs
+            to the ``Input`` dtype).
 
     Raises:
         UserError: sizes that do not fit, PCA colour without statistics, a bad albumentations
@@ -276,4 +343,12 @@ def build_augmenter(
             raise UserError(f"augment: {exc}") from None
     if not config.any_enabled:
         return None
-    return Augmenter(config, image_size=image_size, pca=resolve_pca_stats(config, pca), seed=seed)
+    stats = resolve_pca_stats(config, pca)
+    return Augmenter(
+        config,
+        image_size=image_size,
+        pca=stats,
+        seed=seed,
+        pixel_ops=pixel_ops,
+        output_dtype=output_dtype,
+    )

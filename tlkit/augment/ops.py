@@ -62,8 +62,18 @@ def _size_pair(size) -> tuple[int, int]:
 @_batched
 def flip_left_right(images, p: float = 0.5, seed=0) -> tf.Tensor:
     """Mirror each image horizontally with probability ``p`` (AlexNet, VGG)."""
-    flip = _uniform([tf.shape(images)[0]], seed, 0.0, 1.0) < p
-    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    flip = tf.cast(_uniform([tf.shape(images)[0]], seed, 0.0, 1.0) < p, tf.int32)
+    # partition + stitch moves whole images and reverses only the flipped ones, several times
+    # faster on CPU than a broadcast tf.where over the batch
+    parts = tf.dynamic_partition(images, flip, 2)
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), flip, 2)
+    return tf.dynamic_stitch(positions, [parts[0], tf.reverse(parts[1], axis=[2])])
+
+
+def flip_one(image, p: float, seed) -> tf.Tensor:
+    """Mirror one ``[H, W, C]`` image with probability ``p`` (reverses only when drawn)."""
+    flip = _uniform([], seed, 0.0, 1.0) < p
+    return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
@@ -80,24 +90,34 @@ def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
     return oy, ox
 
 
-@_batched
 def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
     """A random ``size`` window of each image (uniform position, per image; exact pixels).
 
     Raises:
         tf.errors.InvalidArgumentError: an image smaller than ``size``.
     """
+    images = tf.convert_to_tensor(images)
+    single = images.shape.rank == 3
+    batch = images[tf.newaxis] if single else images
     height, width = _size_pair(size)
-    shape = tf.shape(images)
+    shape = tf.shape(batch)
     tf.debugging.assert_greater_equal(
         shape[1:3], tf.constant([height, width]), message=f"image smaller than crop {size}"
     )
     oy, ox = crop_offsets(shape, (height, width), seed)
-    rows = oy[:, None] + tf.range(height)[None]
-    cols = ox[:, None] + tf.range(width)[None]
-    out = tf.gather(images, rows, axis=1, batch_dims=1)
-    out = tf.gather(out, cols, axis=2, batch_dims=1)
-    return tf.ensure_shape(out, [None, height, width, images.shape[-1]])
+    channels = shape[3]
+
+    @tf.autograph.experimental.do_not_convert
+    def window(args):
+        return tf.slice(
+            args[0], tf.stack([args[1], args[2], 0]), tf.stack([height, width, channels])
+        )
+
+    if single:
+        out = window((images, oy[0], ox[0]))
+    else:  # one slice per image copies whole rows: far faster than a gather on CPU
+        out = tf.map_fn(window, (batch, oy, ox), fn_output_signature=images.dtype)
+    return tf.ensure_shape(out, [*([] if single else [None]), height, width, images.shape[-1]])
 
 
 def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:

@@ -32,9 +32,9 @@ def as_rgb_batch(images: Any) -> np.ndarray:
 def augmented_versions(images: Any, augmenter, count: int, seed: int = 0) -> np.ndarray:
     """``count`` augmented versions of each image: uint8 ``(count, N, S, S, 3)``.
 
-    Runs what training runs: resize to ``augmenter.load_size()``, :meth:`per_image`, then the
-    batched pixel and mixing ops over all N images together (mixup/cutmix partners come from the
-    same set), whatever the config's ``device``.
+    Runs what training runs: resize to ``augmenter.load_size()``, ``per_image``, then
+    ``per_batch`` over all N images together (mixup/cutmix partners come from the same set);
+    with ``device: model`` also the layer's pixel ops.
     """
     import tensorflow as tf
 
@@ -47,8 +47,9 @@ def augmented_versions(images: Any, augmenter, count: int, seed: int = 0) -> np.
         per_image = tf.stack(
             [augmenter.per_image(loaded[i], [seed, 1000 * j + i]) for i in range(len(batch))]
         )
-        pixels = augmenter.per_batch_pixels(per_image, [seed + 1, j])
-        mixed, _ = augmenter.mix_batch(pixels, labels, [seed + 2, j])
+        if augmenter.config.device == "model":  # what the Keras layer does in training
+            per_image = augmenter.per_batch_pixels(per_image, [seed + 1, j])
+        mixed, _ = augmenter.per_batch(per_image, labels, [seed + 2, j])
         versions.append(np.clip(np.rint(mixed.numpy()), 0, 255).astype(np.uint8))
     return np.stack(versions)
 

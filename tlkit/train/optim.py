@@ -1,8 +1,8 @@
-"""Optimizers as the papers use them: weight decay on kernels only, per-group learning rates."""
+"""Optimizers as the papers use them: weight decay on kernels only (not biases, not BatchNorm).
+
+Per-group learning-rate multipliers live in :mod:`tlkit.freeze.lr`."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import keras
 
@@ -33,24 +33,3 @@ def build_optimizer(cfg, learning_rate: float | None = None) -> keras.optimizers
     if wd or cfg.name == "adamw":
         opt.exclude_from_weight_decay(var_names=NO_DECAY)
     return opt
-
-
-def apply_lr_multipliers(optimizer, multipliers: Mapping[str, float]) -> None:
-    """Scale the learning rate per variable (``{variable path: multiplier}``).
-
-    Works for every Keras 3 optimizer on every distribution path: both the plain and the
-    ``tf.distribute`` update call ``optimizer.update_step(grad, var, lr)`` per variable, and
-    this wraps that call on the instance.
-    """
-    multipliers = {k: float(v) for k, v in multipliers.items() if float(v) != 1.0}
-    if not multipliers:
-        return
-    original = optimizer.update_step
-
-    def update_step(gradient, variable, learning_rate):
-        scale = multipliers.get(variable.path)
-        if scale is not None:
-            learning_rate = learning_rate * scale
-        return original(gradient, variable, learning_rate)
-
-    optimizer.update_step = update_step

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import keras
 
 from tlkit.errors import TlkitError, UserError
 from tlkit.io import atomic_path
-from tlkit.train.optim import apply_lr_multipliers, build_optimizer
+from tlkit.train.optim import build_optimizer
 from tlkit.train.schedules import PlateauState, learning_rate_at
 from tlkit.train.state import (
     TrainState,
@@ -182,7 +183,12 @@ class Trainer:
     # ----------------------------------------------------------------- stages
 
     def _prepare_stage(self, index: int, stage: Stage):
-        from tlkit.freeze import apply_freeze, freeze_table, lr_multipliers
+        from tlkit.freeze import (
+            apply_freeze,
+            apply_lr_multipliers,
+            freeze_table,
+            variable_multipliers,
+        )
 
         with self.strategy.scope():
             decision = apply_freeze(
@@ -200,7 +206,7 @@ class Trainer:
             if self.recipe.freeze.lr_multipliers:
                 apply_lr_multipliers(
                     optimizer,
-                    lr_multipliers(self.model, self.info, self.recipe.freeze.lr_multipliers),
+                    variable_multipliers(self.model, self.info, self.recipe.freeze.lr_multipliers),
                 )
             loss = keras.losses.CategoricalCrossentropy(
                 label_smoothing=self.recipe.train.label_smoothing
@@ -251,6 +257,7 @@ class Trainer:
             verbose = self.recipe.train.verbose
             if verbose == 1 and not sys.stdout.isatty():
                 verbose = 2
+            warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
             history = self.model.fit(
                 self.train_ds,
                 validation_data=self.val_ds,
