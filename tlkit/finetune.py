@@ -112,8 +112,23 @@ def _load_initial_weights(model, info, recipe, source: str, log) -> dict[str, An
     return report.as_dict()
 
 
+def _use_aux(recipe, info, image_size: int, log) -> bool:
+    """Auxiliary classifiers (GoogLeNet) train with the paper head when their weight is > 0."""
+    if recipe.model.head.type != "paper" or info.aux_min_size is None:
+        return False
+    if recipe.train.aux_loss_weight <= 0:
+        return False
+    if image_size < info.aux_min_size:
+        log(f"auxiliary classifiers need images of at least {info.aux_min_size}px; "
+            f"training {info.id} without them at {image_size}px")
+        return False
+    log(f"auxiliary classifiers on (loss weight {recipe.train.aux_loss_weight}; "
+        "training only, not in model.keras)")
+    return True
+
+
 def _is_head(name: str) -> bool:
-    return name.startswith("head_") or name == "predictions"
+    return name.startswith(("head_", "aux")) or name == "predictions"
 
 
 def finetune(
@@ -194,19 +209,26 @@ def finetune(
     per_class = len(bundle.train) / max(1, num_classes)
 
     weights_source = _resolve_weights(recipe, info)
-    with strategy.scope():
-        model = build_transfer_model(info, num_classes, image_size=image_size,
-                                     head=recipe.model.head)
-        load_report = None
-        if not resuming:
-            load_report = _load_initial_weights(model, info, recipe, weights_source, log)
-    if chief and load_report is not None:
-        atomic_write_json(run_dir / "weights_report.json", load_report)
+    aux = _use_aux(recipe, info, image_size, log)
+    keras.config.set_dtype_policy(recipe.train.precision)
+    try:
+        with strategy.scope():
+            model = build_transfer_model(info, num_classes, image_size=image_size,
+                                         head=recipe.model.head, aux_classifiers=aux)
+            load_report = None
+            if not resuming:
+                load_report = _load_initial_weights(model, info, recipe, weights_source, log)
+        if chief and load_report is not None:
+            atomic_write_json(run_dir / "weights_report.json", load_report)
+        if recipe.train.precision != "float32":
+            log(f"precision: {recipe.train.precision} (classifier output in float32)")
 
-    trainer = Trainer(model, info=info, recipe=recipe, strategy=strategy, run_dir=run_dir,
-                      train_ds=train_ds, val_ds=val_ds, steps_per_epoch=steps_per_epoch,
-                      train_images_per_class=per_class, log=log, chief=chief)
-    state = trainer.run(resume=resume)
+        trainer = Trainer(model, info=info, recipe=recipe, strategy=strategy, run_dir=run_dir,
+                          train_ds=train_ds, val_ds=val_ds, steps_per_epoch=steps_per_epoch,
+                          train_images_per_class=per_class, log=log, chief=chief)
+        state = trainer.run(resume=resume)
+    finally:
+        keras.config.set_dtype_policy("float32")
     if not chief:
         return RunResult(run_dir=run_dir, resumed=resuming)
 

@@ -90,8 +90,9 @@ def preview_grid(
     else:
         versions = augmented_versions(originals, augmenter, columns - 1, seed)
 
-    fig = Figure(figsize=(1.7 * columns, 1.7 * n + (0.4 if title else 0.0)), dpi=100)
-    FigureCanvasAgg(fig)
+    cell = min(2.5, max(1.0, versions.shape[2] / 100))  # about one screen pixel per pixel
+    fig = Figure(figsize=(cell * columns, cell * n + (0.35 if title else 0.0) + 0.25), dpi=100)
+    canvas = FigureCanvasAgg(fig)
     axes = fig.subplots(n, columns, squeeze=False)
     for i in range(n):
         for j in range(columns):
@@ -100,14 +101,23 @@ def preview_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title("original" if j == 0 else f"augmented {j}", fontsize=9)
+                ax.set_title("original" if j == 0 else f"augmented {j}", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png")
-    return out_path
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    canvas.draw()
+    _write_png(np.asarray(canvas.buffer_rgba())[..., :3], Path(out_path))
+    return Path(out_path)
+
+
+def _write_png(pixels: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG", optimize=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the atomic temp file is private (0600)
 
 
 def load_preview_images(source: str, n: int = 4, *, size: int | None = None) -> np.ndarray:

@@ -249,6 +249,7 @@ register(
         ),
         unit_pattern=r"^(inception\d[a-e])_",
         aliases=("inception_v1", "inceptionv1"),
+        aux_min_size=AUX_MIN_SIZE,
         description="GoogLeNet / Inception v1 (Szegedy et al. 2015), nine inception modules.",
     )
 )

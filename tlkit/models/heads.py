@@ -12,7 +12,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from tlkit.errors import InputSizeError
+from tlkit.errors import InputSizeError, UserError
 from tlkit.models.registry import ModelInfo
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -60,6 +60,7 @@ def build_transfer_model(
     image_size: int | None = None,
     head: Any = None,
     channels: int = 3,
+    aux_classifiers: bool = False,
 ) -> keras.Model:
     """Backbone ``info`` with a new classifier for ``num_classes`` classes.
 
@@ -70,6 +71,9 @@ def build_transfer_model(
         head: A ``HeadConfig`` (type avg|max|paper, dropout, hidden_units); default avg pooling
             with dropout 0.2.
         channels: Input channels (images are RGB in tlkit's pipelines).
+        aux_classifiers: With ``head.type == "paper"`` on an architecture that has them
+            (GoogLeNet), add the auxiliary classifiers as extra outputs for training; the saved
+            inference model leaves them out (see :func:`inference_model`).
 
     Returns:
         A flat functional model: ``image`` (raw 0..255) -> ``preprocess`` -> backbone -> head,
@@ -88,9 +92,22 @@ def build_transfer_model(
     x = Preprocessing(info.preprocessing, name="preprocess")(inputs)
     if head_type == "paper":
         # The architecture's own classifier (e.g. VGG's fc1, fc2 with dropout), resized.
-        base = info.build(include_top=True, weights=None, input_tensor=x, classes=num_classes)
-        _float32_output(base.get_layer("predictions"))
-        return keras.Model(inputs, base.output, name=f"{info.id}_transfer")
+        extra = {}
+        if aux_classifiers:
+            if info.aux_min_size is None:
+                raise UserError(f"{info.id} has no auxiliary classifiers")
+            if size < info.aux_min_size:
+                raise InputSizeError(
+                    f"{info.id}'s auxiliary classifiers need images of at least "
+                    f"{info.aux_min_size}x{info.aux_min_size}; image_size is {size}"
+                )
+            extra["aux_classifiers"] = True
+        base = info.build(include_top=True, weights=None, input_tensor=x, classes=num_classes,
+                          **extra)
+        for output in base.outputs:
+            _float32_output(output._keras_history.operation)
+        outputs = base.outputs if len(base.outputs) > 1 else base.outputs[0]
+        return keras.Model(inputs, outputs, name=f"{info.id}_transfer")
     base = info.build(include_top=False, weights=None, input_tensor=x, pooling=head_type)
     y = base.output
     for i, units in enumerate(hidden, start=1):
@@ -107,3 +124,10 @@ def _float32_output(layer) -> None:
     # Under mixed precision the softmax must run in float32 (Keras' mixed-precision guide).
     if layer.dtype_policy.compute_dtype != "float32":
         layer.dtype_policy = keras.DTypePolicy("float32")
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model to save and serve: only the main output (auxiliary classifiers left out)."""
+    if len(model.outputs) == 1:
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)

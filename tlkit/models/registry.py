@@ -65,6 +65,8 @@ class ModelInfo:
         official_weights: keras.applications ImageNet files, if any.
         kwargs: Extra keyword arguments for ``builder`` (e.g. a VGG config letter).
         aliases: Other accepted ids (``vgg_d`` for ``vgg16``).
+        aux_min_size: Set when the builder takes ``aux_classifiers=True`` (auxiliary outputs for
+            training, as GoogLeNet's): the smallest input they work at.
         description: One line for listings.
     """
 
@@ -83,6 +85,7 @@ class ModelInfo:
     official_weights: OfficialWeights | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    aux_min_size: int | None = None
     description: str = ""
 
     def build(self, **kwargs: Any):

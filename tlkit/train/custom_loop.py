@@ -27,13 +27,14 @@ def distribute_options() -> tf.data.Options:
 class CustomLoop:
     """Runs epochs of a compiled-for-metrics Keras model with a hand-written distributed step."""
 
-    def __init__(self, model, optimizer, loss, strategy):
+    def __init__(self, model, optimizer, label_smoothing: float, strategy,
+                 loss_weights: list[float] | None = None):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
-        config = loss.get_config()
+        self.loss_weights = loss_weights or [1.0]
         self.per_example_loss = keras.losses.CategoricalCrossentropy(
-            label_smoothing=config.get("label_smoothing", 0.0), reduction=None
+            label_smoothing=label_smoothing, reduction=None
         )
         self._train_step = tf.function(self._distributed_train_step)
         self._eval_step = tf.function(self._distributed_eval_step)
@@ -50,13 +51,22 @@ class CustomLoop:
         return tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct),
                          tf.reduce_sum(top), count])
 
+    def _outputs(self, x, training: bool):
+        outputs = self.model(x, training=training)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return [tf.cast(o, tf.float32) for o in outputs]
+
     def _replica_train_step(self, batch):
         x, y = batch[0], batch[1]
+        y = y[0] if isinstance(y, (list, tuple)) else y
         weights = batch[2] if len(batch) > 2 else None
         with tf.GradientTape() as tape:
-            pred = tf.cast(self.model(x, training=True), tf.float32)
+            outputs = self._outputs(x, training=True)
+            pred = outputs[0]
             per_example = self.per_example_loss(y, pred)
-            weighted = per_example * weights if weights is not None else per_example
+            total = tf.add_n([w * self.per_example_loss(y, o)
+                              for w, o in zip(self.loss_weights, outputs, strict=False)])
+            weighted = total * weights if weights is not None else total
             loss = tf.nn.compute_average_loss(weighted)
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -72,7 +82,8 @@ class CustomLoop:
 
     def _replica_eval_step(self, batch):
         x, y = batch[0], batch[1]
-        pred = tf.cast(self.model(x, training=False), tf.float32)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        pred = self._outputs(x, training=False)[0]
         return self._sums(y, pred, self.per_example_loss(y, pred))
 
     def _distributed_eval_step(self, batch):

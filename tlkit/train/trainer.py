@@ -73,6 +73,34 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, repr(data))]
 
 
+def _repeat_labels(dataset, outputs: int):
+    """``(x, y[, w])`` to ``(x, (y,) * outputs[, w])`` for a model with auxiliary outputs."""
+    if dataset is None:
+        return None
+
+    def repeat(x, y, *rest):
+        return (x, tuple(y for _ in range(outputs)), *rest)
+
+    return dataset.map(repeat)
+
+
+def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, float]:
+    """Keras names a multi-output model's metrics ``<output>_accuracy``: keep the main ones."""
+    if main is None:
+        return logs
+    out = {}
+    for key, value in logs.items():
+        prefix = "val_" if key.startswith("val_") else ""
+        bare = key[len(prefix):]
+        if bare.startswith(main + "_"):
+            out[prefix + bare[len(main) + 1:]] = value
+        elif bare == "loss" or "_" not in bare:
+            out.setdefault(key, value)
+        else:
+            out[key] = value
+    return out
+
+
 class _LearningRate(keras.callbacks.Callback):
     """Sets the optimizer's rate before every batch from the global step and plateau scale."""
 
@@ -130,9 +158,14 @@ class Trainer:
         self.train_images_per_class = train_images_per_class
         self.log = log
         self.chief = chief
-        self.inference_model = inference_model or (
-            lambda: keras.Model(model.inputs, model.outputs, name=model.name)
-        )
+        from tlkit.models.heads import inference_model as main_output_model
+
+        self.inference_model = inference_model or (lambda: main_output_model(model))
+        self.outputs = len(model.outputs)
+        if self.outputs > 1:  # auxiliary classifiers: the same labels for every output
+            train_ds, val_ds = _repeat_labels(train_ds, self.outputs), _repeat_labels(
+                val_ds, self.outputs)
+            self.train_ds, self.val_ds = train_ds, val_ds
         self.stages = plan_stages(recipe)
         self.decisions: list[Any] = []
         self.used_custom_loop = self._needs_custom_loop()
@@ -215,17 +248,27 @@ class Trainer:
             metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
             if classes > 5:
                 metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+            extra = {}
+            if self.outputs > 1:
+                aux = self.recipe.train.aux_loss_weight
+                loss = [loss] * self.outputs
+                extra["loss_weights"] = [1.0] + [aux] * (self.outputs - 1)
+                metrics = [metrics] + [[] for _ in range(self.outputs - 1)]
             self.model.compile(
                 optimizer=optimizer,
                 loss=loss,
                 metrics=metrics,
                 jit_compile=bool(self.recipe.train.jit_compile),
+                **extra,
             )
             optimizer.build(self.model.trainable_variables)
         if self.used_custom_loop:
             from tlkit.train.custom_loop import CustomLoop
 
-            self._custom = CustomLoop(self.model, optimizer, loss, self.strategy)
+            self._custom = CustomLoop(
+                self.model, self.model.optimizer, self.recipe.train.label_smoothing,
+                self.strategy, loss_weights=extra.get("loss_weights"),
+            )
         return optimizer
 
     def _restore(self, state: TrainState, optimizer, with_optimizer: bool) -> None:
@@ -258,6 +301,8 @@ class Trainer:
             if verbose == 1 and not sys.stdout.isatty():
                 verbose = 2
             warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
+            # File datasets have unknown cardinality; the end of one is the end of the epoch.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
             history = self.model.fit(
                 self.train_ds,
                 validation_data=self.val_ds,
@@ -266,7 +311,10 @@ class Trainer:
                 callbacks=[_LearningRate(rate_at, first_step), keras.callbacks.TerminateOnNaN()],
                 verbose=verbose,
             )
-            logs = {k: float(v[-1]) for k, v in history.history.items() if v}
+            logs = _main_output_logs(
+                {k: float(v[-1]) for k, v in history.history.items() if v},
+                self.model.output_names[0] if self.outputs > 1 else None,
+            )
         logs["lr"] = float(rate_at(first_step + self.steps_per_epoch - 1))
         if not math.isfinite(logs.get("loss", float("nan"))):
             where = (
