@@ -130,3 +130,24 @@ def test_imagenet_weights_offline_say_which_file(tmp_path, monkeypatch, image_fo
     assert result.exit_code == 2
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in result.output
     assert str(tmp_path / "keras" / "models") in result.output
+
+
+def test_official_format_file_loads_into_the_backbone(tmp_path, image_folder):
+    """A keras.applications VGG16 written in the official .h5 layout loads through --weights."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    out = tmp_path / "run"
+    result = invoke("finetune", "--backbone", "vgg16", "--weights", path, "--data", image_folder,
+                    "--image-size", "32", "--freeze", "all", "--epochs", "1", "--batch-size", "16",
+                    "--set", "augment.preset=none", "--set", "train.verbose=0", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "13 layers loaded, 0 missing, 0 mismatched" in result.output
+    model = keras.saving.load_model(out / "model.keras")
+    np.testing.assert_array_equal(model.get_layer("block3_conv2").get_weights()[0],
+                                  reference.get_layer("block3_conv2").get_weights()[0])

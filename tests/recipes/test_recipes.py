@@ -136,3 +136,20 @@ def test_shipped_recipes_found_after_plain_install(tmp_path):
 def test_shipped_dir_is_the_top_level_recipes_folder():
     root = Path(__file__).resolve().parents[2]
     assert (root / "recipes").resolve() == Path(str(shipped_dir())).resolve()
+
+
+def test_docs_list_every_recipe_key():
+    """docs/recipes.md's generated reference is up to date (scripts/make_recipes_doc.py)."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "recipes.md").read_text()
+    flat = yaml.safe_load(recipe_to_yaml(resolve_recipe()))
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+
+    missing = [k for k in leaves(flat) if f"`{k}`" not in doc]
+    assert not missing, f"run scripts/make_recipes_doc.py; missing: {missing}"

@@ -79,15 +79,17 @@ def flip_one(image, p: float, seed) -> tf.Tensor:
 def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
     """Top-left corners ``(oy[B], ox[B])`` of random ``size`` windows inside ``[B, H, W, C]``."""
     height, width = _size_pair(size)
-    seeds = split_seed(seed, 2)
-    n = image_shape[0]
-    oy = tf.random.stateless_uniform(
-        [n], seed=seeds[0], minval=0, maxval=image_shape[1] - height + 1, dtype=tf.int32
-    )
-    ox = tf.random.stateless_uniform(
-        [n], seed=seeds[1], minval=0, maxval=image_shape[2] - width + 1, dtype=tf.int32
-    )
-    return oy, ox
+    sides = tf.cast(tf.stack([image_shape[1], image_shape[2]]), tf.float32)
+    room = sides - tf.constant([height - 1.0, width - 1.0])
+    return _window_offsets(tf.broadcast_to(room, tf.stack([image_shape[0], 2])), seed)
+
+
+def _window_offsets(room, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Integer offsets uniform in ``[0, room)`` for a ``[B, 2]`` float ``room``."""
+    draws = tf.random.stateless_uniform(tf.shape(room), seed=as_seed(seed))
+    offsets = tf.minimum(tf.floor(draws * room), room - 1.0)
+    offsets = tf.cast(offsets, tf.int32)
+    return offsets[:, 0], offsets[:, 1]
 
 
 def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
@@ -118,6 +120,48 @@ def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
     else:  # one slice per image copies whole rows: far faster than a gather on CPU
         out = tf.map_fn(window, (batch, oy, ox), fn_output_signature=images.dtype)
     return tf.ensure_shape(out, [*([] if single else [None]), height, width, images.shape[-1]])
+
+
+def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:
+    """A random ``size`` window of each image as if it had first been resized to
+    ``virtual_size``, in one bilinear resampling pass (``tf.image.crop_and_resize``).
+
+    Equivalent to ``random_crop(tf.image.resize(image, virtual_size), size, seed)`` (the same
+    window for the same seed, sampled at ``tf.image.resize``'s half-pixel centres, without
+    antialiasing) but never builds the resized image; an image already at ``virtual_size``
+    gives its exact sub-window. Used for crops from raw decoded images and for scale jittering.
+
+    Args:
+        images: ``[B, H, W, C]`` or ``[H, W, C]``, any size and dtype.
+        virtual_size: ``(Hv, Wv)`` for every image, or ``[B, 2]`` per image; sides >= size.
+        size: The output side.
+        seed: Seeds the window positions.
+        flip: Optional ``[B]`` booleans: mirror those windows (free: the box is reversed).
+
+    Returns:
+        float32 ``[B, size, size, C]`` (or ``[size, size, C]``).
+    """
+    images = tf.convert_to_tensor(images)
+    single = images.shape.rank == 3
+    batch = images[tf.newaxis] if single else images
+    shape = tf.shape(batch)
+    n = shape[0]
+    source = tf.cast(shape[1:3], tf.float32)[None, :]
+    virtual = tf.reshape(tf.cast(virtual_size, tf.float32), [-1, 2]) * tf.ones([n, 1])
+    top, left = _window_offsets(virtual - (size - 1.0), seed)
+    start = tf.cast(tf.stack([top, left], axis=1), tf.float32)
+    # virtual pixel p samples the source at (p + 0.5) * source / virtual - 0.5
+    ratio = source / virtual
+    norm = tf.maximum(source - 1.0, 1.0)
+    first = tf.clip_by_value(((start + 0.5) * ratio - 0.5) / norm, 0.0, 1.0)
+    last = tf.clip_by_value(((start + size - 0.5) * ratio - 0.5) / norm, 0.0, 1.0)
+    x1, x2 = first[:, 1], last[:, 1]
+    if flip is not None:
+        flip = tf.reshape(flip, [-1])
+        x1, x2 = tf.where(flip, x2, x1), tf.where(flip, x1, x2)
+    boxes = tf.stack([first[:, 0], x1, last[:, 0], x2], axis=1)
+    out = tf.image.crop_and_resize(tf.cast(batch, tf.float32), boxes, tf.range(n), [size, size])
+    return out[0] if single else out
 
 
 def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:

@@ -94,7 +94,9 @@ class TrainSection(Section):
         0.3, ge=0, description="GoogLeNet auxiliary classifiers' loss weight (the paper's 0.3)."
     )
     checkpoint_every_steps: int | None = Field(None, ge=1)
-    verbose: int = Field(1, ge=0, le=2)
+    verbose: int = Field(
+        1, ge=0, le=2, description="0 silent, 1 progress bar (2 when not a terminal), 2 a line per epoch."
+    )
 
 
 class OutputSection(Section):
