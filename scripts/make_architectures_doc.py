@@ -38,7 +38,7 @@ def main() -> None:
         "# Architectures",
         "",
         "Every architecture tlkit builds, with the paper's figures next to ours. Parameters count",
-        "weights and biases with 1000 classes at the default input; MACs are multiply-adds of",
+        "weights and biases with 1000 classes (LeNet-5: 10) at the default input; MACs are multiply-adds of",
         "convolutions and dense layers for one image (the ResNet paper's \"FLOPs\"). Regenerate with",
         "`python scripts/make_architectures_doc.py`; the tests assert the exact figures.",
         "",
@@ -48,14 +48,14 @@ def main() -> None:
     for r in rows:
         out.append(
             f"| `{r['id']}` | {r['family']} | {r['paper']} | {r['input']} | {r['min_input']} | "
-            f"{r['params']:,} | {r['gmacs']:.2f} | {PAPER.get(r['id'], '')} | "
+            f"{r['params']:,} | {r['gmacs']:.3g} | {PAPER.get(r['id'], '')} | "
             f"{'official keras.applications file' if r['official_weights'] else '-'} |"
         )
     out += ["", "## Notes per architecture", ""]
     for r in rows:
         info = get_model_info(r["id"])
         groups = ", ".join(g.name for g in info.freeze_groups)
-        out.append(f"- **`{info.id}`** — {info.description} Freeze groups: {groups}. "
+        out.append(f"- **`{info.id}`** — {info.description.rstrip('.')}. Freeze groups: {groups}. "
                    f"Preprocessing: `{info.preprocessing}`. Counted weight layers: "
                    f"{info.weight_layers}.")
     out += ["", "See `tlkit summary ID` for the per-layer table (kernel/stride, output size, parameters,",

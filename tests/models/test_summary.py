@@ -67,3 +67,21 @@ def test_list_models_without_stats_is_cheap_and_complete():
     assert {"vgg16", "googlenet", "resnet50", "lenet5"} <= ids
     vgg = next(r for r in rows if r["id"] == "vgg16")
     assert vgg["official_weights"] is True and vgg["input"] == "224x224x3"
+
+
+def test_lenet5_paper_macs_count_only_connected_c3_kernels():
+    from tlkit.models import build_model
+
+    # C1 117,600 + C3 (60 connected 5x5 kernels at 10x10) 150,000 + C5 48,000 + F6 10,080
+    # + RBF 840 = 326,520
+    assert count_macs(build_model("lenet5_paper")) == 326_520
+    assert count_macs(build_model("lenet5")) == 416_520  # full C3: 240,000
+
+
+def test_architectures_doc_lists_every_model():
+    from pathlib import Path
+
+    from tlkit.models import model_ids
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architectures.md").read_text()
+    assert all(f"`{m}`" in doc for m in model_ids())

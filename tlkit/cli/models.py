@@ -49,7 +49,7 @@ def models(as_json: bool, no_stats: bool) -> None:
 @click.command("summary")
 @click.argument("model_id")
 @click.option("--input-size", type=click.IntRange(min=1), help="Square input side (default: the paper's).")
-@click.option("--classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--classes", type=click.IntRange(min=1), help="Classifier width (default 1000; LeNet-5 10).")
 @click.option("--no-top", is_flag=True, help="Backbone only (no classifier).")
 @click.option("--all-layers", is_flag=True, help="Also show layers without kernel or weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -122,6 +122,11 @@ class PartialConv2D(layers.Layer):
         x = ops.conv(inputs, self.full_kernel(), strides=1, padding=self.padding)
         return self.activation(x + self.bias)
 
+    def count_macs(self, input_shape, output_shape) -> int:
+        """Multiply-adds of the connected kernels only (tlkit.models.summary asks for this)."""
+        connected = sum(len(maps) for maps in self.connections)
+        return int(output_shape[0] * output_shape[1] * connected * self.kernel_size**2)
+
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1:3]
         if self.padding == "valid":
@@ -223,6 +228,10 @@ class EuclideanRBF(layers.Layer):
         cross = ops.matmul(inputs, self.centers)
         dist = sq - 2.0 * cross + ops.sum(ops.square(self.centers), axis=0)
         return self.activation(-dist)
+
+    def count_macs(self, input_shape, output_shape) -> int:
+        """One multiply-add per centre coordinate, as a dense layer of the same size."""
+        return int(input_shape[-1]) * self.units
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)

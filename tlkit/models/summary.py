@@ -199,7 +199,7 @@ def summary(
     input_size: int | None = None,
     *,
     include_top: bool = True,
-    classes: int = 1000,
+    classes: int | None = None,
 ) -> ModelSummary:
     """Per-layer table for a registered architecture (by id) or a built model.
 
@@ -207,15 +207,14 @@ def summary(
         model_or_id: A registry id such as ``"vgg16"``, or a Keras model.
         input_size: Square input side; default the architecture's own.
         include_top: Include the classifier.
-        classes: Classifier width.
+        classes: Classifier width; default the builder's (1000, or 10 for LeNet-5).
     """
     if isinstance(model_or_id, keras.Model):
         return summarize_model(model_or_id)
     info = get_model_info(model_or_id)
     size = input_size or info.default_size
-    model = info.build(
-        include_top=include_top, classes=classes, input_shape=(size, size, info.channels)
-    )
+    extra = {} if classes is None else {"classes": classes}
+    model = info.build(include_top=include_top, input_shape=(size, size, info.channels), **extra)
     result = summarize_model(model)
     result.name = info.id
     return result
@@ -228,7 +227,7 @@ def _stats_cache_path() -> Path:
     import tlkit
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
-    return base / f"model-stats-{tlkit.__version__}-keras{keras.__version__}.json"
+    return base / f"model-stats-v3-{tlkit.__version__}-keras{keras.__version__}.json"
 
 
 def _model_stats(info: ModelInfo, cache: dict) -> dict:
@@ -244,7 +243,7 @@ def list_models(with_stats: bool = True, progress=None) -> list[dict[str, Any]]:
     """Describe every registered architecture.
 
     Parameters and multiply-adds are computed by building each model at its default size with
-    1000 classes, and cached (``~/.cache/tlkit``) since big models take a while to build.
+    its builder's default classes (1000; LeNet-5: 10), and cached (``~/.cache/tlkit``) since big models take a while to build.
 
     Args:
         with_stats: Include ``params`` and ``gmacs`` (builds uncached models).
@@ -278,7 +277,7 @@ def list_models(with_stats: bool = True, progress=None) -> list[dict[str, Any]]:
                     progress(info.id)
             stats = _model_stats(info, cache)
             row["params"] = stats["params"]
-            row["gmacs"] = round(stats["macs"] / 1e9, 3)
+            row["gmacs"] = float(f"{stats['macs'] / 1e9:.4g}")
         rows.append(row)
     if dirty:
         from tlkit.io import atomic_write_text
