@@ -12,10 +12,10 @@ colour shift, PCA colour) on uint8 256x256 images:
 * Keras preprocessing layers (RandomFlip, RandomCrop, RandomColorJitter) in tf.data on batches.
 
 Then an end-to-end JPEG pipeline: decode + resize to the model input (224) without
-augmentation, against decode + resize to the load size (256) + augmentation to 224; with float32
-and with uint8 batches.
+augmentation, against decode + augmentation to 224 (the Augmenter fuses the resize to the load
+size, 256, into its crop), with float32 and uint8 batches; and decode + resize to 256 + augment.
 
-    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 5]
+    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -45,16 +45,17 @@ def make_images(n: int, side: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(smooth + noise, 0, 255).astype(np.uint8)
 
 
-def timed(batches, seconds: float, warmup: int = 3) -> float:
-    """Images per second drawn from an iterator of batches (or single images)."""
+def timed(batches, seconds: float, warmup: int = 2) -> tuple[float, float]:
+    """Images per second drawn from an iterator of batches (or single images), and the
+    process CPU milliseconds per image (all threads; less sensitive to other processes)."""
     it = iter(batches)
     for _ in range(warmup):
         next(it)
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
     while (elapsed := time.perf_counter() - start) < seconds:
         batch = next(it)
         count += int(batch.shape[0]) if len(batch.shape) == 4 else 1
-    return count / elapsed
+    return count / elapsed, (time.process_time() - cpu) * 1000 / count
 
 
 def _images_only(ds):
@@ -75,7 +76,7 @@ def tlkit_batched(images, batch_size, stats):
         offsets = ops.rgb_offsets(n, 20.0, seeds[2]) + ops.pca_offsets(
             n, stats.eigvals, stats.eigvecs, 0.1, seeds[3]
         )
-        return ops.clip_pixels(tf.cast(x, tf.float32) + offsets[:, None, None, :])
+        return ops.clip_pixels(ops.add_channel_offsets(x, offsets))
 
     ds = tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
     ds = tf.data.Dataset.zip((ds, seed_stream(0)))
@@ -177,17 +178,23 @@ def write_jpegs(images, folder: Path) -> list[str]:
     return paths
 
 
-def jpeg_pipeline(paths, batch_size, out_dtype, augmenter=None):
-    """Decode + resize to the model input, or decode + resize to the load size + augment."""
-    import tensorflow as tf
+def jpeg_pipeline(paths, batch_size, out_dtype, augmenter=None, *, pre_resize=False):
+    """JPEG -> decode -> resize to 224 (no augmenter), or decode -> augment to 224.
 
-    side = augmenter.load_size() if augmenter else 224
+    With an augmenter the decoded image goes to ``per_image`` as is (its resize to the load
+    size is fused into the crop), or, with ``pre_resize``, after a resize to the load size.
+    """
+    import tensorflow as tf
 
     def decode(path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        image = tf.image.resize(image, [side, side])
-        if augmenter is None and out_dtype == "uint8":
-            return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+        if augmenter is None:
+            image = tf.image.resize(image, [224, 224])
+            if out_dtype == "uint8":
+                image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+        elif pre_resize:
+            side = augmenter.load_size()
+            image = tf.image.resize(image, [side, side])
         return image
 
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
@@ -204,7 +211,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=5.0, help="Per measurement.")
+    parser.add_argument("--seconds", type=float, default=4.0, help="Per row, over all rounds.")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Interleaved rounds; the median is reported."
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--skip-jpeg", action="store_true", help="Skip the end-to-end part.")
     args = parser.parse_args(argv)
@@ -217,58 +227,96 @@ def main(argv=None) -> dict:
 
     images = make_images(args.n_images)
     stats = compute_pca_stats(images)
-    results: dict[str, float] = {}
-    bs, sec = args.batch_size, args.seconds
-
-    def run(name, batches):
-        results[name] = timed(batches, sec)
-        print(f"  {name:<44} {results[name]:9.1f} img/s", flush=True)
-
-    print(f"four-op chain, {args.n_images} uint8 256x256 images, batch {bs}, {sec:g} s each")
-    run("tlkit Augmenter, float32 out (default)", _images_only(tlkit_augmenter(images, bs, stats)))
-    run(
-        "tlkit Augmenter, uint8 out",
-        _images_only(tlkit_augmenter(images, bs, stats, output_dtype="uint8")),
-    )
-    run(
-        "tlkit Augmenter, pixel_ops=per_batch",
-        _images_only(tlkit_augmenter(images, bs, stats, pixel_ops="per_batch")),
-    )
-    run("tlkit standalone batched ops (tf.data)", _images_only(tlkit_batched(images, bs, stats)))
-    run("albumentations Compose, per image", albumentations_loop(images))
-    run("albumentations via tlkit backend (tf.data)", albumentations_in_tf_data(images, bs))
-    run("keras layers (tf.data, batched)", keras_layers(images, bs))
-
-    tlkit = results["tlkit Augmenter, float32 out (default)"]
-    albu = results["albumentations Compose, per image"]
-    ratios = {
-        "tlkit float32 / albumentations": tlkit / albu,
-        "tlkit uint8 / albumentations (both uint8)": results["tlkit Augmenter, uint8 out"] / albu,
-        "tlkit float32 / keras layers": tlkit / results["keras layers (tf.data, batched)"],
-        "tlkit batched ops / albumentations": results["tlkit standalone batched ops (tf.data)"]
-        / results["albumentations Compose, per image"],
+    bs = args.batch_size
+    rows = {
+        "tlkit Augmenter, float32 out (default)": tlkit_augmenter(images, bs, stats),
+        "tlkit Augmenter, uint8 out": tlkit_augmenter(images, bs, stats, output_dtype="uint8"),
+        "tlkit Augmenter, pixel_ops=per_batch": tlkit_augmenter(
+            images, bs, stats, pixel_ops="per_batch"
+        ),
+        "tlkit standalone batched ops (tf.data)": tlkit_batched(images, bs, stats),
+        "albumentations Compose, per image": None,
+        "albumentations via tlkit backend (tf.data)": albumentations_in_tf_data(images, bs),
+        "keras layers (tf.data, batched)": keras_layers(images, bs),
     }
+    jpeg_rows = {}
+    tmp = tempfile.TemporaryDirectory()
     if not args.skip_jpeg:
-        print("end to end: JPEG 320x320 -> decode -> resize to 224, or to 256 + augment to 224")
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = write_jpegs(images, Path(tmp))
-            for dtype in ("float32", "uint8"):
-                aug = four_op_augmenter(stats, output_dtype=dtype)
-                plain, augmented = (
-                    f"decode + resize, {dtype}",
-                    f"decode + resize + augment, {dtype}",
-                )
-                run(plain, _images_only(jpeg_pipeline(paths, bs, dtype)))
-                run(augmented, _images_only(jpeg_pipeline(paths, bs, dtype, aug)))
-                ratios[f"end to end {dtype}: augmented / plain"] = (
-                    results[augmented] / results[plain]
-                )
+        paths = write_jpegs(images, Path(tmp.name))
+        for dtype in ("float32", "uint8"):
+            aug = four_op_augmenter(stats, output_dtype=dtype)
+            jpeg_rows[f"decode + resize, {dtype}"] = jpeg_pipeline(paths, bs, dtype)
+            jpeg_rows[f"decode + augment (fused resize), {dtype}"] = jpeg_pipeline(
+                paths, bs, dtype, aug
+            )
+        jpeg_rows["decode + resize 256 + augment, float32"] = jpeg_pipeline(
+            paths, bs, "float32", four_op_augmenter(stats), pre_resize=True
+        )
+
+    def batches(name, ds):
+        return albumentations_loop(images) if ds is None else _images_only(ds)
+
+    window = args.seconds / args.rounds
+    samples: dict[str, list[float]] = {name: [] for name in (*rows, *jpeg_rows)}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in samples}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", flush=True)
+        for name, ds in (*rows.items(), *jpeg_rows.items()):
+            rate, cost = timed(batches(name, ds), window)
+            samples[name].append(rate)
+            cpu_ms[name].append(cost)
+    tmp.cleanup()
+    results = {name: float(np.median(values)) for name, values in samples.items()}
+    cpu = {name: float(np.median(values)) for name, values in cpu_ms.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median(np.array(samples[a]) / np.array(samples[b])))
+
+    albu = "albumentations Compose, per image"
+    ratios = {
+        "tlkit float32 / albumentations": ratio("tlkit Augmenter, float32 out (default)", albu),
+        "tlkit uint8 / albumentations (both uint8)": ratio("tlkit Augmenter, uint8 out", albu),
+        "tlkit float32 / keras layers": ratio(
+            "tlkit Augmenter, float32 out (default)", "keras layers (tf.data, batched)"
+        ),
+        "tlkit batched ops / albumentations": ratio("tlkit standalone batched ops (tf.data)", albu),
+    }
+    ratios["CPU per image: albumentations / tlkit float32"] = (
+        cpu[albu] / cpu["tlkit Augmenter, float32 out (default)"]
+    )
+    ratios["CPU per image: albumentations / tlkit uint8"] = (
+        cpu[albu] / cpu["tlkit Augmenter, uint8 out"]
+    )
+    if jpeg_rows:
+        for dtype in ("float32", "uint8"):
+            ratios[f"end to end {dtype} CPU per image: plain / augmented"] = (
+                cpu[f"decode + resize, {dtype}"] / cpu[f"decode + augment (fused resize), {dtype}"]
+            )
+        for dtype in ("float32", "uint8"):
+            ratios[f"end to end {dtype}: augmented / plain"] = ratio(
+                f"decode + augment (fused resize), {dtype}", f"decode + resize, {dtype}"
+            )
+        ratios["end to end float32, two-pass resize / plain"] = ratio(
+            "decode + resize 256 + augment, float32", "decode + resize, float32"
+        )
+
+    print(
+        f"\nfour-op chain (flip, crop 256->224, colour shift, PCA colour), {args.n_images} uint8 "
+        f"256x256 images, batch {bs}; median of {args.rounds} rounds"
+    )
+    for name in rows:
+        print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
+    if jpeg_rows:
+        print("end to end: JPEG 320x320 -> decode -> resize to 224 | augment to 224")
+        for name in jpeg_rows:
+            print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
     print("ratios")
     for name, value in ratios.items():
-        print(f"  {name:<44} {value:9.2f}")
+        print(f"  {name:<46} {value:9.2f}")
     report = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "load_average": os.getloadavg(),
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -278,9 +326,11 @@ def main(argv=None) -> dict:
         },
         "settings": vars(args) | {"json": str(args.json) if args.json else None},
         "images_per_second": results,
+        "cpu_ms_per_image": cpu,
+        "samples": samples,
         "ratios": ratios,
     }
-    print(json.dumps(report["versions"]))
+    print(json.dumps({"load_average": report["load_average"], **report["versions"]}))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -115,7 +115,8 @@ def test_per_image_mirror_rate_and_colour_bounds():
     )
     aug = build_augmenter(config, image_size=2, seed=0)
     image = tf.constant([[[100.0] * 3, [150.0] * 3]] * 2)
-    outs = np.stack([aug.per_image(image, [3, i]).numpy() for i in range(600)])
+    run = tf.function(aug.per_image)
+    outs = np.stack([run(image, tf.constant([3, i])).numpy() for i in range(600)])
     flipped = outs[:, 0, 0, 0] > outs[:, 0, 1, 0]
     assert abs(flipped.mean() - 0.25) < 5 * np.sqrt(0.25 * 0.75 / 600)
     original = np.where(flipped[:, None, None, None], image.numpy()[:, ::-1], image.numpy())
@@ -138,7 +139,9 @@ def test_pixel_ops_per_batch_option():
 
 
 def test_device_model_leaves_pixel_ops_to_the_layer():
-    config = augment_preset("light", device="model", mixup={"enabled": True})
+    config = AugmentConfig.model_validate(
+        {"mirror": {"enabled": True}, "mixup": {"enabled": True}, "device": "model"}
+    )
     aug = build_augmenter(config, image_size=8)
     assert not aug.pixel_ops_per_image
     image = tf.random.uniform([8, 8, 3], 0, 255, seed=1)
@@ -173,3 +176,20 @@ def test_uint8_output_is_the_rounded_float_output():
     batch = tf.stack([b, b])
     images, _ = bytes_.per_batch(batch, tf.one_hot([0, 1], 2), [1, 1])
     assert images.dtype == tf.uint8
+
+
+def test_raw_decoded_images_take_the_fused_path_with_the_same_result():
+    aug = build_augmenter(
+        augment_preset("paper_alexnet").with_pca_stats(IMAGENET_PCA), image_size=16
+    )
+    side = aug.load_size()
+    image = tf.random.uniform([side, side, 3], 0, 255, seed=3)
+    exact = aug.per_image(image, [4, 5])  # static [L, L]: slicing
+    signature = [tf.TensorSpec([None, None, 3]), tf.TensorSpec([2], tf.int32)]
+    dynamic = tf.function(aug.per_image, input_signature=signature)
+    fused = dynamic(image, tf.constant([4, 5]))  # unknown size: crop_and_resize, mirror in box
+    assert np.allclose(exact, fused, atol=1e-2)
+    raw = tf.random.uniform([40, 27, 3], 0, 255, seed=4)  # any size, any aspect
+    assert aug.per_image(raw, [1, 1]).shape == (16, 16, 3)
+    vgg = build_augmenter(augment_preset("paper_vgg"), image_size=16)
+    assert vgg.per_image(raw, [1, 1]).shape == (16, 16, 3)

@@ -199,3 +199,34 @@ def test_mixup_and_cutmix_mix_labels_consistently():
 
     with pytest.raises(ValueError, match="one-hot"):
         ops.mixup(images, tf.range(n), 0.2, seed=1)
+
+
+def test_resized_crop_is_resize_then_crop_in_one_pass():
+    rows, cols = np.meshgrid(np.arange(300), np.arange(280), indexing="ij")
+    ramp = np.stack([rows * 0.5, cols * 0.5, (rows + cols) * 0.25], -1).astype(np.float32)
+    for seed in range(3):
+        fused = ops.resized_crop(ramp, (256, 256), 224, [seed, 1])
+        two_pass = ops.random_crop(tf.image.resize(ramp, [256, 256]), 224, [seed, 1])
+        # the same window, sampled within a source pixel of the two-pass positions
+        assert np.abs(fused - two_pass).max() < 0.5
+        exact = ops.resized_crop(ramp, (300, 280), 224, [seed, 1])  # no resize: a sub-window
+        assert np.array_equal(exact, ops.random_crop(ramp, 224, [seed, 1]))
+        mirrored = ops.resized_crop(ramp, (300, 280), 224, [seed, 1], flip=tf.constant(True))
+        assert np.array_equal(mirrored, exact[:, ::-1])
+    upsampled = ops.resized_crop(ramp[:100, :120], (256, 256), 224, 0)
+    assert (
+        np.abs(
+            upsampled - ops.random_crop(tf.image.resize(ramp[:100, :120], [256, 256]), 224, 0)
+        ).max()
+        < 0.5
+    )
+    batch = ops.resized_crop(np.stack([ramp, ramp]), [[256, 300], [400, 380]], 224, 0)
+    assert batch.shape == (2, 224, 224, 3)
+
+
+def test_add_channel_offsets_equals_broadcast():
+    images = tf.random.uniform([3, 5, 7, 3], 0, 255, seed=8)
+    offsets = tf.random.uniform([3, 3], -20, 20, seed=9)
+    expected = images + offsets[:, None, None, :]
+    assert np.allclose(ops.add_channel_offsets(images, offsets), expected)
+    assert np.allclose(ops.add_channel_offsets(images[1], offsets[1]), expected[1])

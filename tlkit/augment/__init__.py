@@ -34,6 +34,7 @@ _LAZY = {
         for name in (
             "flip_left_right",
             "random_crop",
+            "resized_crop",
             "scale_jitter",
             "scale_jitter_size",
             "rescale_shortest_side",
@@ -45,6 +46,7 @@ _LAZY = {
             "random_contrast",
             "random_saturation",
             "pca_colour",
+            "add_channel_offsets",
             "pca_offsets",
             "mixup",
             "cutmix",

@@ -70,10 +70,14 @@ def flip_left_right(images, p: float = 0.5, seed=0) -> tf.Tensor:
     return tf.dynamic_stitch(positions, [parts[0], tf.reverse(parts[1], axis=[2])])
 
 
+def flip_draw(p: float, seed) -> tf.Tensor:
+    """One mirror decision (a scalar bool), True with probability ``p``."""
+    return _uniform([], seed, 0.0, 1.0) < p
+
+
 def flip_one(image, p: float, seed) -> tf.Tensor:
     """Mirror one ``[H, W, C]`` image with probability ``p`` (reverses only when drawn)."""
-    flip = _uniform([], seed, 0.0, 1.0) < p
-    return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return tf.cond(flip_draw(p, seed), lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
@@ -124,44 +128,57 @@ def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
 
 def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:
     """A random ``size`` window of each image as if it had first been resized to
-    ``virtual_size``, in one bilinear resampling pass (``tf.image.crop_and_resize``).
+    ``virtual_size``, without building the resized image.
 
-    Equivalent to ``random_crop(tf.image.resize(image, virtual_size), size, seed)`` (the same
-    window for the same seed, sampled at ``tf.image.resize``'s half-pixel centres, without
-    antialiasing) but never builds the resized image; an image already at ``virtual_size``
-    gives its exact sub-window. Used for crops from raw decoded images and for scale jittering.
+    The window is mapped to the source image, cut out (whole source pixels), mirrored if asked
+    and resized once to ``size`` with ``tf.image.resize`` (bilinear): one resampling pass
+    where resize-then-crop takes two, and no more work than resizing the whole image to
+    ``size``. The window position is drawn as :func:`random_crop` draws it at
+    ``virtual_size`` (the same seed gives the same window); an image already at
+    ``virtual_size`` gives its exact sub-window. Used for crops from raw decoded images and
+    for scale jittering.
 
     Args:
-        images: ``[B, H, W, C]`` or ``[H, W, C]``, any size and dtype.
+        images: ``[H, W, C]`` or ``[B, H, W, C]``, any size and dtype.
         virtual_size: ``(Hv, Wv)`` for every image, or ``[B, 2]`` per image; sides >= size.
         size: The output side.
         seed: Seeds the window positions.
-        flip: Optional ``[B]`` booleans: mirror those windows (free: the box is reversed).
+        flip: Optional boolean (``[B]`` for a batch): mirror those windows.
 
     Returns:
-        float32 ``[B, size, size, C]`` (or ``[size, size, C]``).
+        float32 ``[size, size, C]`` (or ``[B, size, size, C]``).
     """
     images = tf.convert_to_tensor(images)
-    single = images.shape.rank == 3
-    batch = images[tf.newaxis] if single else images
-    shape = tf.shape(batch)
-    n = shape[0]
-    source = tf.cast(shape[1:3], tf.float32)[None, :]
-    virtual = tf.reshape(tf.cast(virtual_size, tf.float32), [-1, 2]) * tf.ones([n, 1])
-    top, left = _window_offsets(virtual - (size - 1.0), seed)
-    start = tf.cast(tf.stack([top, left], axis=1), tf.float32)
-    # virtual pixel p samples the source at (p + 0.5) * source / virtual - 0.5
-    ratio = source / virtual
-    norm = tf.maximum(source - 1.0, 1.0)
-    first = tf.clip_by_value(((start + 0.5) * ratio - 0.5) / norm, 0.0, 1.0)
-    last = tf.clip_by_value(((start + size - 0.5) * ratio - 0.5) / norm, 0.0, 1.0)
-    x1, x2 = first[:, 1], last[:, 1]
+    if images.shape.rank == 4:
+        n = tf.shape(images)[0]
+        virtual = tf.reshape(tf.cast(virtual_size, tf.int32), [-1, 2]) * tf.ones([n, 1], tf.int32)
+        flips = tf.zeros([n], tf.bool) if flip is None else tf.reshape(flip, [-1])
+        base = as_seed(seed)
+
+        @tf.autograph.experimental.do_not_convert
+        def one(args):
+            image_seed = tf.random.experimental.stateless_fold_in(base, tf.cast(args[2], tf.int64))
+            return resized_crop(args[0], args[1], size, image_seed, flip=args[3])
+
+        elements = (images, virtual, tf.range(n), flips)
+        return tf.map_fn(one, elements, fn_output_signature=tf.float32)
+    source = tf.shape(images)[:2]
+    virtual = tf.cast(tf.reshape(virtual_size, [2]), tf.int32)
+    top, left = _window_offsets(tf.cast(virtual - (size - 1), tf.float32)[None], seed)
+    start_v = tf.cast(tf.stack([top[0], left[0]]), tf.float32)
+    scale = tf.cast(source, tf.float32) / tf.cast(virtual, tf.float32)
+    extent = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
+    extent = tf.minimum(extent, source)
+    start = tf.cast(tf.round(start_v * scale), tf.int32)
+    start = tf.clip_by_value(start, 0, source - extent)
+    window = tf.slice(images, tf.concat([start, [0]], 0), tf.concat([extent, [-1]], 0))
     if flip is not None:
-        flip = tf.reshape(flip, [-1])
-        x1, x2 = tf.where(flip, x2, x1), tf.where(flip, x1, x2)
-    boxes = tf.stack([first[:, 0], x1, last[:, 0], x2], axis=1)
-    out = tf.image.crop_and_resize(tf.cast(batch, tf.float32), boxes, tf.range(n), [size, size])
-    return out[0] if single else out
+        window = tf.cond(tf.reshape(flip, []), lambda: tf.reverse(window, axis=[1]), lambda: window)
+    return tf.cond(
+        tf.reduce_all(tf.equal(extent, size)),
+        lambda: tf.cast(window, tf.float32),  # no scaling: exact pixels
+        lambda: tf.image.resize(window, [size, size]),
+    )
 
 
 def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:
@@ -173,11 +190,17 @@ def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:
     )
 
 
+def shortest_side_size(hw, side) -> tf.Tensor:
+    """``[2]`` int32 size of an ``hw`` image isotropically rescaled to shortest side ``side``."""
+    shape = tf.cast(hw, tf.float32)
+    side = tf.cast(side, tf.int32)
+    scaled = tf.round(shape * tf.cast(side, tf.float32) / tf.reduce_min(shape))
+    return tf.maximum(tf.cast(scaled, tf.int32), side)
+
+
 def rescale_shortest_side(image, side) -> tf.Tensor:
     """Isotropic rescale of one ``[H, W, C]`` image so its shortest side is ``side``."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    side_f = tf.cast(side, tf.float32)
-    new = tf.maximum(tf.cast(tf.round(shape * side_f / tf.reduce_min(shape)), tf.int32), side)
+    new = shortest_side_size(tf.shape(image)[:2], side)
     return tf.image.resize(_float(image), new, method="bilinear", antialias=True)
 
 
@@ -292,6 +315,23 @@ def local_warp(images, magnitude: float = 0.03, grid: int = 4, seed=0) -> tf.Ten
 # --- colour ------------------------------------------------------------------------------------
 
 
+def add_channel_offsets(images, offsets) -> tf.Tensor:
+    """``images [B, H, W, C] + offsets [B, C]`` (or one image ``[H, W, C] + [C]``).
+
+    Adds along rows of ``W * C`` values with the offsets tiled across them: the same sum as a
+    broadcast over the channel axis, about four times faster on CPU (a channel axis of 3 does
+    not vectorise).
+    """
+    images = _float(images)
+    shape = tf.shape(images)
+    if images.shape.rank == 3:
+        rows = tf.reshape(images, tf.stack([shape[0], shape[1] * shape[2]]))
+        return tf.reshape(rows + tf.tile(offsets, shape[1:2]), shape)
+    rows = tf.reshape(images, tf.stack([shape[0], shape[1], shape[2] * shape[3]]))
+    pattern = tf.tile(offsets, tf.stack([1, shape[2]]))[:, None, :]
+    return tf.reshape(rows + pattern, shape)
+
+
 def rgb_offsets(n, max_offset: float, seed) -> tf.Tensor:
     """Per-image, per-channel offsets ``[n, 3]`` uniform in ``[-max_offset, max_offset]``."""
     return _uniform([n, 3], seed, -float(max_offset), float(max_offset))
@@ -345,7 +385,7 @@ def colour_shift(
     offsets = rgb_offsets(n, max_offset, seeds[0])
     if brightness:
         offsets += brightness_offsets(n, brightness, seeds[1])
-    return images + offsets[:, None, None, :]
+    return add_channel_offsets(images, offsets)
 
 
 def pca_alpha(n, sigma: float, seed) -> tf.Tensor:
@@ -374,7 +414,7 @@ def pca_colour(
     """
     images = _float(images)
     offsets = pca_offsets(tf.shape(images)[0], eigvals, eigvecs, sigma, seed, value_range)
-    return images + offsets[:, None, None, :]
+    return add_channel_offsets(images, offsets)
 
 
 def clip_pixels(images, low: float = 0.0, high: float = 255.0) -> tf.Tensor:

@@ -115,9 +115,6 @@ def _write_png(pixels: np.ndarray, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG", optimize=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # the atomic temp file is private (0600)
 
 
 def load_preview_images(source: str, n: int = 4, *, size: int | None = None) -> np.ndarray:
