@@ -20,7 +20,7 @@ from typing import Any
 from tlkit.errors import UserError, WeightsError
 from tlkit.io import atomic_write_json, atomic_write_text
 
-RUN_MARKERS = ("recipe.yaml", "state.json")
+RUN_MARKERS = ("recipe.yaml", "state.json", "feature_cache")
 
 
 @dataclass
@@ -64,8 +64,9 @@ def resolve_run_dir(recipe, *, overwrite: bool = False, resume: bool = True) -> 
         if state is not None and not state.finished and resume:
             return candidate, True
         if state is None and resume:
-            # Crashed before the first epoch finished: start again in the same place.
-            shutil.rmtree(candidate)
+            # Crashed before the first epoch finished: start again in the same place, keeping
+            # any cached features (keyed by content, they are reused when still valid).
+            _clear_run_dir(candidate, keep=("feature_cache",))
             return candidate, False
         if explicit:
             raise UserError(
@@ -74,6 +75,16 @@ def resolve_run_dir(recipe, *, overwrite: bool = False, resume: bool = True) -> 
             )
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
+
+
+def _clear_run_dir(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    for entry in run_dir.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _resolve_weights(recipe, info) -> str:
@@ -112,6 +123,19 @@ def _load_initial_weights(model, info, recipe, source: str, log) -> dict[str, An
     return report.as_dict()
 
 
+def _restore_start_weights(model, run_dir: Path, info, recipe, source: str, log) -> None:
+    """A resumed fast-path run: the weights it started from (its head comes from the checkpoint)."""
+    from tlkit.train.feature_cache import active_key, start_weights_path
+
+    key = active_key(run_dir)
+    path = start_weights_path(run_dir, key) if key else None
+    if path is not None and path.exists():
+        model.load_weights(path)
+        log(f"fast path: resuming from the start weights kept in {path}")
+    else:
+        _load_initial_weights(model, info, recipe, source, log)
+
+
 def _use_aux(recipe, info, image_size: int, log) -> bool:
     """Auxiliary classifiers (GoogLeNet) train with the paper head when their weight is > 0."""
     if recipe.model.head.type != "paper" or info.aux_min_size is None:
@@ -119,11 +143,15 @@ def _use_aux(recipe, info, image_size: int, log) -> bool:
     if recipe.train.aux_loss_weight <= 0:
         return False
     if image_size < info.aux_min_size:
-        log(f"auxiliary classifiers need images of at least {info.aux_min_size}px; "
-            f"training {info.id} without them at {image_size}px")
+        log(
+            f"auxiliary classifiers need images of at least {info.aux_min_size}px; "
+            f"training {info.id} without them at {image_size}px"
+        )
         return False
-    log(f"auxiliary classifiers on (loss weight {recipe.train.aux_loss_weight}; "
-        "training only, not in model.keras)")
+    log(
+        f"auxiliary classifiers on (loss weight {recipe.train.aux_loss_weight}; "
+        "training only, not in model.keras)"
+    )
     return True
 
 
@@ -158,6 +186,7 @@ def finetune(
     from tlkit.models import get_model_info
     from tlkit.models.heads import build_transfer_model
     from tlkit.recipes import recipe_to_yaml
+    from tlkit.train.feature_cache import FastPath, plan_fast_path
     from tlkit.train.strategy import is_chief, resolve_strategy
     from tlkit.train.trainer import Trainer
 
@@ -179,8 +208,9 @@ def finetune(
     log(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
     keras.utils.set_random_seed(recipe.seed)
 
-    bundle = prepare_data(recipe.data, seed=recipe.seed, run_dir=run_dir,
-                          progress=progress and chief)
+    bundle = prepare_data(
+        recipe.data, seed=recipe.seed, run_dir=run_dir, progress=progress and chief
+    )
     log(bundle.report.format())
     num_classes = bundle.num_classes
     if chief:
@@ -189,79 +219,181 @@ def finetune(
         bundle, recipe.data.class_weights, recipe.data.imbalance_threshold
     )
     if weights_by_class:
-        log("class imbalance: per-example weights " + ", ".join(
-            f"{bundle.class_names[c]}={w:.2f}" for c, w in sorted(weights_by_class.items())))
+        log(
+            "class imbalance: per-example weights "
+            + ", ".join(
+                f"{bundle.class_names[c]}={w:.2f}" for c, w in sorted(weights_by_class.items())
+            )
+        )
 
     pca = _pca_stats(recipe, bundle, image_size, compute_pca_stats, make_dataset, log)
     augmenter = build_augmenter(recipe.augment, image_size=image_size, pca=pca, seed=recipe.seed)
     if chief:
         atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+        if pca is not None:
+            atomic_write_json(run_dir / "pca_stats.json", pca.to_dict())
 
     batch = recipe.train.batch_size
-    common = {"num_classes": num_classes, "image_size": image_size, "batch_size": batch,
-              "seed": recipe.seed, "cache": recipe.data.cache,
-              "cache_limit_mb": recipe.data.cache_limit_mb,
-              "num_parallel_calls": recipe.data.num_parallel_calls}
-    train_ds = make_dataset(bundle.train, training=True, augmenter=augmenter,
-                            class_weight=weights_by_class, **common)
-    val_ds = make_dataset(bundle.val, training=False, **common) if len(bundle.val) else None
+    common = {
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "batch_size": batch,
+        "seed": recipe.seed,
+        "cache": recipe.data.cache,
+        "cache_limit_mb": recipe.data.cache_limit_mb,
+        "num_parallel_calls": recipe.data.num_parallel_calls,
+    }
     steps_per_epoch = -(-len(bundle.train) // batch)
     per_class = len(bundle.train) / max(1, num_classes)
 
     weights_source = _resolve_weights(recipe, info)
     aux = _use_aux(recipe, info, image_size, log)
     keras.config.set_dtype_policy(recipe.train.precision)
+    fast = None
     try:
         with strategy.scope():
-            model = build_transfer_model(info, num_classes, image_size=image_size,
-                                         head=recipe.model.head, aux_classifiers=aux)
+            model = build_transfer_model(
+                info,
+                num_classes,
+                image_size=image_size,
+                head=recipe.model.head,
+                aux_classifiers=aux,
+                augment_layer=augmenter.model_layer() if augmenter is not None else None,
+            )
+        plan = plan_fast_path(recipe, model, info, strategy, train_images_per_class=per_class)
+        if plan.use:
+            log(f"fast path: {plan.reason}")
+        elif plan.frozen:
+            log(
+                f"fast path: not used although the backbone is frozen: {plan.reason}; every "
+                "training step runs the backbone"
+            )
+        with strategy.scope():
             load_report = None
-            if not resuming:
+            if plan.use and resuming:
+                _restore_start_weights(model, run_dir, info, recipe, weights_source, log)
+            elif not resuming:
                 load_report = _load_initial_weights(model, info, recipe, weights_source, log)
         if chief and load_report is not None:
             atomic_write_json(run_dir / "weights_report.json", load_report)
         if recipe.train.precision != "float32":
             log(f"precision: {recipe.train.precision} (classifier output in float32)")
 
-        trainer = Trainer(model, info=info, recipe=recipe, strategy=strategy, run_dir=run_dir,
-                          train_ds=train_ds, val_ds=val_ds, steps_per_epoch=steps_per_epoch,
-                          train_images_per_class=per_class, log=log, chief=chief)
+        if plan.use:
+            fast = FastPath(
+                model,
+                plan,
+                recipe=recipe,
+                info=info,
+                bundle=bundle,
+                run_dir=run_dir,
+                image_size=image_size,
+                weights_source=weights_source,
+                class_weight=weights_by_class,
+                strategy=strategy,
+                resuming=resuming,
+                log=log,
+            )
+            trainer = Trainer(
+                fast.head_model,
+                info=info,
+                recipe=fast.trainer_recipe(),
+                strategy=strategy,
+                run_dir=run_dir,
+                train_ds=fast.train_ds,
+                val_ds=fast.val_ds,
+                steps_per_epoch=steps_per_epoch,
+                train_images_per_class=per_class,
+                log=fast.trainer_log(log),
+                chief=chief,
+                inference_model=fast.best_model,
+            )
+        else:
+            train_ds = make_dataset(
+                bundle.train,
+                training=True,
+                augmenter=augmenter,
+                class_weight=weights_by_class,
+                **common,
+            )
+            val_ds = make_dataset(bundle.val, training=False, **common) if len(bundle.val) else None
+            trainer = Trainer(
+                model,
+                info=info,
+                recipe=recipe,
+                strategy=strategy,
+                run_dir=run_dir,
+                train_ds=train_ds,
+                val_ds=val_ds,
+                steps_per_epoch=steps_per_epoch,
+                train_images_per_class=per_class,
+                log=log,
+                chief=chief,
+            )
         state = trainer.run(resume=resume)
     finally:
         keras.config.set_dtype_policy("float32")
     if not chief:
         return RunResult(run_dir=run_dir, resumed=resuming)
 
-    metrics = _final_reports(run_dir, bundle, state, recipe, common, log)
-    metrics.update({
-        "backbone": info.id, "weights": weights_source, "image_size": image_size,
-        "classes": num_classes, "train_images": len(bundle.train), "val_images": len(bundle.val),
-        "test_images": len(bundle.test), "freeze": [d.message for d in trainer.decisions],
-        "custom_loop": trainer.used_custom_loop, "resumed": resuming,
-        "seconds": round(time.time() - started, 1),
-    })
+    predictors = {"val": fast.predict_val} if fast is not None else {}
+    metrics = _final_reports(run_dir, bundle, state, recipe, common, log, predictors)
+    decisions = [fast.decision] if fast is not None else trainer.decisions
+    metrics.update(
+        {
+            "backbone": info.id,
+            "weights": weights_source,
+            "image_size": image_size,
+            "classes": num_classes,
+            "train_images": len(bundle.train),
+            "val_images": len(bundle.val),
+            "test_images": len(bundle.test),
+            "freeze": [d.message for d in decisions],
+            "custom_loop": trainer.used_custom_loop,
+            "resumed": resuming,
+            "fast_path": fast is not None,
+            "feature_cache": fast.features.key if fast is not None else None,
+            "seconds": round(time.time() - started, 1),
+        }
+    )
+    if plan.frozen and fast is None:
+        metrics["fast_path_blocked_by"] = plan.reason
     atomic_write_json(run_dir / "metrics.json", metrics)
-    return RunResult(run_dir=run_dir, metrics=metrics, resumed=resuming)
+    return RunResult(run_dir=run_dir, metrics=metrics, resumed=resuming, fast_path=fast is not None)
 
 
 def _pca_stats(recipe, bundle, image_size, compute_pca_stats, make_dataset, log):
-    """AlexNet PCA colour statistics: from the recipe if stored, else one pass over train."""
-    from tlkit.augment import PCAStats
+    """AlexNet PCA colour statistics: the recipe's if stored, else one pass over the training set.
 
-    pca_cfg = recipe.augment.pca_colour
-    if not pca_cfg.enabled:
+    Computed statistics go into the resolved recipe (written to the run as recipe.yaml) so a
+    re-run reuses them.
+    """
+    from tlkit.augment.augmenter import resolve_pca_stats
+
+    if not recipe.augment.pca_colour.enabled:
         return None
-    if pca_cfg.stats is not None:
-        return PCAStats.from_dict(pca_cfg.stats)
+    if not recipe.augment.needs_pca_stats:
+        return resolve_pca_stats(recipe.augment)
     log("PCA colour: computing RGB eigenvectors over the training images (one pass)")
-    ds = make_dataset(bundle.train, num_classes=bundle.num_classes, image_size=image_size,
-                      batch_size=64, training=False, seed=recipe.seed, cache="none")
+    ds = make_dataset(
+        bundle.train,
+        num_classes=bundle.num_classes,
+        image_size=image_size,
+        batch_size=64,
+        training=False,
+        seed=recipe.seed,
+        cache="none",
+    )
     stats = compute_pca_stats(batch[0] for batch in ds)
-    recipe.augment.pca_colour.stats = stats.to_dict()
+    recipe.augment = recipe.augment.with_pca_stats(stats)
     return stats
 
 
-def _final_reports(run_dir: Path, bundle, state, recipe, common, log) -> dict[str, Any]:
+def _final_reports(
+    run_dir: Path, bundle, state, recipe, common, log, predictors: dict[str, Callable] | None = None
+) -> dict[str, Any]:
+    """Scores of the best model on val and test; ``predictors`` may supply a split's
+    ``(probabilities, labels)`` (the fast path's cached features) instead of the images."""
     from tlkit.data import make_dataset
     from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
     from tlkit.reports import (
@@ -274,29 +406,44 @@ def _final_reports(run_dir: Path, bundle, state, recipe, common, log) -> dict[st
 
     write_history_csv(run_dir / "history.csv", state.history)
     plot_curves(run_dir / "curves.png", state.history, title=f"{recipe.name}")
-    metrics: dict[str, Any] = {"history": state.history, "best_epoch": state.best_epoch,
-                               "monitor": recipe.train.monitor, "best": state.best,
-                               "epochs": state.epoch, "stopped_early": state.stopped_early}
-    loaded = load_trained(run_dir)
+    metrics: dict[str, Any] = {
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "monitor": recipe.train.monitor,
+        "best": state.best,
+        "epochs": state.epoch,
+        "stopped_early": state.stopped_early,
+    }
+    loaded = None
     for split_name in ("val", "test"):
         split = getattr(bundle, split_name)
         if not len(split):
             continue
-        ds = make_dataset(split, training=False, **common)
-        probs, labels = predict_dataset(loaded.model, ds)
+        predicted = (predictors or {}).get(split_name)
+        predicted = predicted() if predicted is not None else None
+        if predicted is None:
+            loaded = loaded or load_trained(run_dir)
+            predicted = predict_dataset(loaded.model, make_dataset(split, training=False, **common))
+        probs, labels = predicted
         result = evaluate_predictions(probs, labels, bundle.class_names)
         metrics[split_name] = {"top1": result.top1, "top5": result.top5, "count": result.count}
         metrics[f"{split_name}_per_class"] = result.per_class
         if split_name == "val" or split_name == "test":
-            plot_confusion_matrix(run_dir / f"confusion_matrix{'' if split_name == 'val' else '_test'}.png",
-                                  result.matrix, bundle.class_names,
-                                  title=f"{split_name} confusion matrix (rows: true class)")
+            plot_confusion_matrix(
+                run_dir / f"confusion_matrix{'' if split_name == 'val' else '_test'}.png",
+                result.matrix,
+                bundle.class_names,
+                title=f"{split_name} confusion matrix (rows: true class)",
+            )
             write_per_class_csv(run_dir / f"per_class_{split_name}.csv", result.per_class)
-            atomic_write_text(run_dir / f"per_class_{split_name}.txt",
-                              format_per_class(result.per_class) + "\n")
+            atomic_write_text(
+                run_dir / f"per_class_{split_name}.txt", format_per_class(result.per_class) + "\n"
+            )
         top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
-        log(f"{split_name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
-            f"(best epoch {state.best_epoch})")
+        log(
+            f"{split_name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
+            f"(best epoch {state.best_epoch})"
+        )
     return metrics
 
 

@@ -151,3 +151,25 @@ def test_official_format_file_loads_into_the_backbone(tmp_path, image_folder):
     model = keras.saving.load_model(out / "model.keras")
     np.testing.assert_array_equal(model.get_layer("block3_conv2").get_weights()[0],
                                   reference.get_layer("block3_conv2").get_weights()[0])
+
+
+def test_augment_on_the_model_device_and_pca_stats_in_the_run(tmp_path, image_folder):
+    """augment.device=model puts the batched ops in the model (identity at inference), and
+    PCA colour statistics computed over the training set are stored in the run."""
+    import keras
+    import yaml
+
+    out = tmp_path / "run"
+    result = invoke("finetune", "--backbone", "lenet5", "--weights", "none", "--image-size", "32",
+                    "--data", image_folder, "--freeze", "none", "--epochs", "1",
+                    "--set", "augment.device=model", "--set", "augment.mirror.enabled=true",
+                    "--set", "augment.pca_colour.enabled=true", "--set", "train.verbose=0",
+                    "--output", out)
+    assert result.exit_code == 0, result.output
+    model = keras.saving.load_model(out / "model.keras")
+    assert "augmentation_layer" in [layer.name for layer in model.layers]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))  # inactive
+    stats = yaml.safe_load((out / "recipe.yaml").read_text())["augment"]["pca_colour"]["stats"]
+    assert len(stats["eigvals"]) == 3
+    assert json.loads((out / "pca_stats.json").read_text())["eigvals"] == stats["eigvals"]

@@ -61,6 +61,7 @@ def build_transfer_model(
     head: Any = None,
     channels: int = 3,
     aux_classifiers: bool = False,
+    augment_layer: Any = None,
 ) -> keras.Model:
     """Backbone ``info`` with a new classifier for ``num_classes`` classes.
 
@@ -74,6 +75,9 @@ def build_transfer_model(
         aux_classifiers: With ``head.type == "paper"`` on an architecture that has them
             (GoogLeNet), add the auxiliary classifiers as extra outputs for training; the saved
             inference model leaves them out (see :func:`inference_model`).
+        augment_layer: A layer that augments raw images in training and is the identity at
+            inference (``AugmentationLayer``, for ``augment.device: model``), put before the
+            preprocessing so the batched ops run on the accelerator.
 
     Returns:
         A flat functional model: ``image`` (raw 0..255) -> ``preprocess`` -> backbone -> head,
@@ -89,7 +93,8 @@ def build_transfer_model(
             f"image_size is {size}"
         )
     inputs = keras.Input((size, size, channels), name="image")
-    x = Preprocessing(info.preprocessing, name="preprocess")(inputs)
+    x = augment_layer(inputs) if augment_layer is not None else inputs
+    x = Preprocessing(info.preprocessing, name="preprocess")(x)
     if head_type == "paper":
         # The architecture's own classifier (e.g. VGG's fc1, fc2 with dropout), resized.
         extra = {}

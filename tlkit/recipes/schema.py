@@ -94,6 +94,12 @@ class TrainSection(Section):
         0.3, ge=0, description="GoogLeNet auxiliary classifiers' loss weight (the paper's 0.3)."
     )
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    feature_cache: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: when the backbone is frozen for the whole run and augmentation is "
+        "off or mirroring only, compute its features once (cached in the run directory) and "
+        "train the head on them; off: run the backbone in every training step.",
+    )
     verbose: int = Field(
         1, ge=0, le=2, description="0 silent, 1 progress bar (2 when not a terminal), 2 a line per epoch."
     )
