@@ -31,6 +31,7 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     fast_path: bool = False
+    chief: bool = True
 
 
 def _stderr(message: str) -> None:
@@ -85,6 +86,23 @@ def _clear_run_dir(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _worker_run_dir(recipe, strategy, *, overwrite: bool, resume: bool) -> tuple[Path, bool]:
+    """A non-chief worker's own scratch folder beside the chief's run directory.
+
+    Computed without looking into (or changing) the chief's directory, which the chief alone
+    manages. A finished or overwritten worker folder starts again; an unfinished one resumes.
+    """
+    from tlkit.train.state import TrainState
+
+    base = Path(recipe.output.dir) if recipe.output.dir else Path(recipe.output.root) / recipe.name
+    folder = base.parent / f".{base.name}-worker-{strategy.cluster_resolver.task_id}"
+    state = TrainState.load(folder) if folder.exists() else None
+    if folder.exists() and (overwrite or state is None or state.finished or not resume):
+        shutil.rmtree(folder)
+        return folder, False
+    return folder, state is not None
 
 
 def _resolve_weights(recipe, info) -> str:
@@ -200,10 +218,10 @@ def finetune(
         )
     strategy = resolve_strategy(recipe.train.strategy)
     chief = is_chief(strategy)
-    run_dir, resuming = resolve_run_dir(recipe, overwrite=overwrite, resume=resume)
-    if not chief:
-        # Other workers keep their files apart; only the chief's run directory is the result.
-        run_dir = run_dir.parent / f".{run_dir.name}-worker-{strategy.cluster_resolver.task_id}"
+    if chief:
+        run_dir, resuming = resolve_run_dir(recipe, overwrite=overwrite, resume=resume)
+    else:
+        run_dir, resuming = _worker_run_dir(recipe, strategy, overwrite=overwrite, resume=resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
     keras.utils.set_random_seed(recipe.seed)
@@ -334,7 +352,7 @@ def finetune(
     finally:
         keras.config.set_dtype_policy("float32")
     if not chief:
-        return RunResult(run_dir=run_dir, resumed=resuming)
+        return RunResult(run_dir=run_dir, resumed=resuming, chief=False)
 
     predictors = {"val": fast.predict_val} if fast is not None else {}
     metrics = _final_reports(run_dir, bundle, state, recipe, common, log, predictors)
@@ -449,6 +467,8 @@ def _final_reports(
 
 def describe_result(result: RunResult) -> str:
     """One closing summary line plus where to look."""
+    if not result.chief:
+        return f"worker finished; the chief writes the run's outputs (scratch: {result.run_dir})"
     m = result.metrics
     val = m.get("val") or {}
     parts = [f"done in {m.get('seconds', 0):.0f}s"]

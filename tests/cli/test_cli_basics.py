@@ -72,4 +72,4 @@ def test_bad_recipe_exits_2_without_traceback(tmp_path):
 def test_finetune_dry_run_prints_resolved_recipe():
     result = run("finetune", "--recipe", "digits-demo", "--epochs", "2", "--dry-run")
     assert result.exit_code == 0
-    assert "backbone: resnet18" in result.output and "epochs: 2" in result.output
+    assert "backbone: lenet5" in result.output and "epochs: 2" in result.output

@@ -173,3 +173,16 @@ def test_augment_on_the_model_device_and_pca_stats_in_the_run(tmp_path, image_fo
     stats = yaml.safe_load((out / "recipe.yaml").read_text())["augment"]["pca_colour"]["stats"]
     assert len(stats["eigvals"]) == 3
     assert json.loads((out / "pca_stats.json").read_text())["eigvals"] == stats["eigvals"]
+
+
+def test_predict_in_a_fresh_process(trained_run):
+    """The saved model loads where nothing of tlkit was imported before (custom layers)."""
+    import subprocess
+    import sys
+
+    data, out, _ = trained_run
+    image = sorted((data / "class_1").glob("*.png"))[0]
+    proc = subprocess.run([sys.executable, "-m", "tlkit.cli.main", "predict", str(out), str(image),
+                           "--top-k", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "class_1" in proc.stdout

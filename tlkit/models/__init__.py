@@ -11,6 +11,7 @@ String ids (``vgg16``, ``resnet50``, ``googlenet``) work through :func:`build_mo
 
 from tlkit.models.alexnet import AlexNet, ZFNet
 from tlkit.models.googlenet import GoogLeNet, strip_auxiliary_classifiers
+from tlkit.models.heads import Preprocessing, build_transfer_model, inference_model
 from tlkit.models.layers import LocalResponseNormalization
 from tlkit.models.lenet import LeNet5
 from tlkit.models.nin import NiN
@@ -42,7 +43,7 @@ __all__ = [
     "AlexNet", "ZFNet", "LeNet5", "NiN", "GoogLeNet", "strip_auxiliary_classifiers",
     "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
     "PlainNet18", "PlainNet34", "PlainNet50", "PlainNet101", "PlainNet152",
-    "LocalResponseNormalization",
+    "LocalResponseNormalization", "Preprocessing", "build_transfer_model", "inference_model",
     "FreezeGroup", "ModelInfo", "OfficialWeights",
     "build_model", "get_model_info", "model_ids",
     "LayerRow", "ModelSummary", "count_macs", "list_models", "summary",

@@ -86,14 +86,26 @@ class TrainSection(Section):
     early_stopping: int | None = Field(
         None, ge=1, description="Stop after this many epochs without validation improvement."
     )
-    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    jit_compile: bool = False
+    monitor: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy", description="What picks the best epoch, plateau and early stopping."
+    )
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
+        "auto",
+        description="tf.distribute strategy; auto: mirrored for several GPUs, one device for one, "
+        "default on CPU; multi_worker reads TF_CONFIG (docs/training.md).",
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32",
+        description="Mixed precision keeps the classifier output in float32; float16 scales the loss.",
+    )
+    jit_compile: bool = Field(False, description="Compile the train step with XLA.")
     aux_loss_weight: float = Field(
         0.3, ge=0, description="GoogLeNet auxiliary classifiers' loss weight (the paper's 0.3)."
     )
-    checkpoint_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1,
+        description="Also checkpoint every N steps (atomic); a resumed run continues at that step.",
+    )
     feature_cache: Literal["auto", "off"] = Field(
         "auto",
         description="auto: when the backbone is frozen for the whole run and augmentation is "

@@ -52,8 +52,9 @@ class PlateauState:
     wait: int = 0
     scale: float = 1.0
 
-    def update(self, value: float, *, mode: str, factor: float, patience: int,
-               min_scale: float = 0.0) -> bool:
+    def update(
+        self, value: float, *, mode: str, factor: float, patience: int, min_scale: float = 0.0
+    ) -> bool:
         """Record an epoch's monitored value; return True when the rate was just reduced."""
         improved = self.best is None or (value > self.best if mode == "max" else value < self.best)
         if improved:

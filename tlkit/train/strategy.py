@@ -1,4 +1,9 @@
-"""Choosing a ``tf.distribute`` strategy from the recipe's ``train.strategy``."""
+"""Choosing a ``tf.distribute`` strategy from the recipe's ``train.strategy``.
+
+Nothing here initialises the TensorFlow runtime before a strategy is made: logical CPUs
+(``TLKIT_LOGICAL_CPUS``) and MultiWorkerMirroredStrategy's collective ops can only be configured
+before the first operation runs.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,41 @@ import os
 
 from tlkit.errors import UserError
 
+#: Environment variable: split the CPU into this many logical devices before TensorFlow starts,
+#: so ``train.strategy: mirrored`` can be tried (and tested) on a machine without GPUs.
+LOGICAL_CPUS_ENV = "TLKIT_LOGICAL_CPUS"
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+
 
 def resolve_strategy(name: str = "auto"):
     """Return a ``tf.distribute.Strategy`` for ``name``.
 
     ``auto``: MirroredStrategy for several GPUs, OneDeviceStrategy for one, the default strategy
-    on CPU. ``mirrored``: all local GPUs (or all logical CPUs when there is no GPU).
-    ``multi_worker``: MultiWorkerMirroredStrategy configured by the ``TF_CONFIG`` variable.
-    ``tpu``: TPUStrategy on the TPU named by ``TPU_NAME`` (or a local one).
+    on CPU. ``default``: the default (no-op) strategy. ``one_device``: the first GPU, else the CPU.
+    ``mirrored``: all local GPUs, or all logical CPUs when there is no GPU (set
+    ``TLKIT_LOGICAL_CPUS=N`` to have N of them). ``multi_worker``: MultiWorkerMirroredStrategy
+    configured by the ``TF_CONFIG`` variable. ``tpu``: TPUStrategy on the TPU named by
+    ``TPU_NAME`` (or a local one).
+
+    Raises:
+        UserError: An unknown name, ``multi_worker`` without a valid ``TF_CONFIG``, ``tpu``
+            without a reachable TPU, or a bad ``TLKIT_LOGICAL_CPUS``.
     """
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
+    if name not in STRATEGIES:
+        raise UserError(f"unknown train.strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    logical = os.environ.get(LOGICAL_CPUS_ENV)
+    if logical:
+        if not logical.isdigit() or int(logical) < 1:
+            raise UserError(f"{LOGICAL_CPUS_ENV} must be a whole number >= 1; got {logical!r}")
+        split_cpu(int(logical))
+    if name == "multi_worker":
+        return _multi_worker(tf)
+    if name == "tpu":
+        return _tpu(tf)
+    gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime
     if name == "auto":
         if len(gpus) > 1:
             return tf.distribute.MirroredStrategy()
@@ -29,29 +57,66 @@ def resolve_strategy(name: str = "auto"):
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=cpus)
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError(
-                "train.strategy is multi_worker but TF_CONFIG is not set; set it on every worker, "
-                'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                '"task": {"type": "worker", "index": 0}}\' (see docs/training.md)'
-            )
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError as exc:
-            raise UserError(f"TF_CONFIG is not valid JSON: {exc}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(os.environ.get("TPU_NAME", ""))
+    # mirrored
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=cpus)
+
+
+def _multi_worker(tf):
+    if "TF_CONFIG" not in os.environ:
+        raise UserError(
+            "train.strategy is multi_worker but TF_CONFIG is not set; set it on every worker, "
+            'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}\' (see docs/training.md)'
+        )
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+    except ValueError as exc:
+        raise UserError(f"TF_CONFIG is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
+        raise UserError(
+            'TF_CONFIG needs "cluster" (the workers\' host:port list) and "task" (this '
+            "process's type and index); see docs/training.md"
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _tpu(tf):
+    name = os.environ.get("TPU_NAME", "")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(name)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"unknown train.strategy {name!r}")
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        where = f"TPU_NAME={name!r}" if name else "no TPU_NAME set and no local TPU"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"train.strategy is tpu but no TPU could be reached ({where}: {first_line}); run on "
+            "a TPU VM or set TPU_NAME, or choose train.strategy auto"
+        ) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def describe_strategy(strategy, global_batch: int) -> str:
+    """One line: the strategy, its replicas and the per-replica share of the global batch."""
+    import tensorflow as tf
+
+    replicas = int(strategy.num_replicas_in_sync)
+    kind = type(strategy).__name__
+    if kind.startswith("_Default"):
+        kind = "default strategy"
+    elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        spec = strategy.cluster_resolver.cluster_spec()
+        workers = sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker"))
+        kind = f"MultiWorkerMirroredStrategy over {workers} worker{'s' if workers != 1 else ''}"
+    per_replica = global_batch / replicas
+    share = f"{per_replica:g}" if per_replica == int(per_replica) else f"~{per_replica:.1f}"
+    return (
+        f"strategy: {kind}, {replicas} replica{'s' if replicas != 1 else ''} "
+        f"(global batch {global_batch}, {share} per replica)"
+    )
 
 
 def is_chief(strategy) -> bool:
@@ -61,13 +126,20 @@ def is_chief(strategy) -> bool:
         return True
     if resolver.task_type == "chief":
         return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and (
-        "chief" not in resolver.cluster_spec().as_dict()
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and ("chief" not in resolver.cluster_spec().as_dict())
     )
 
 
 def split_cpu(n: int = 2) -> None:
-    """Expose ``n`` logical CPUs so MirroredStrategy can be tried without GPUs (call first)."""
+    """Expose ``n`` logical CPUs so MirroredStrategy can be tried without GPUs.
+
+    Must run before TensorFlow's runtime starts (before the first operation); later calls
+    leave the devices as they are. ``TLKIT_LOGICAL_CPUS=n`` makes :func:`resolve_strategy` call
+    it.
+    """
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")

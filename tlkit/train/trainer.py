@@ -3,7 +3,9 @@
 Each epoch runs ``Model.fit`` for one epoch (or, under MultiWorkerMirroredStrategy, tlkit's own
 ``tf.function`` step under ``strategy.run``, see :mod:`tlkit.train.custom_loop`), then tlkit
 records history, saves the best model, checkpoints model and optimizer atomically and commits
-``state.json``. Re-running on the same run directory continues from the last checkpoint.
+``state.json``; with ``train.checkpoint_every_steps`` it also commits inside the epoch.
+Re-running on the same run directory continues from the last checkpoint. A NaN or infinite loss,
+or weights that became so, stop the run before anything is committed.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def plan_stages(recipe) -> list[Stage]:
 def recipe_digest(recipe) -> str:
     """Fingerprint of what determines training (not where outputs go, not verbosity)."""
     data = recipe.model_dump(mode="json", exclude={"output": True, "description": True})
-    data["train"].pop("verbose", None)
+    for key in ("verbose", "strategy", "jit_compile", "checkpoint_every_steps"):
+        data["train"].pop(key, None)  # a run may resume on other hardware or checkpoint more often
     pca = data.get("augment", {}).get("pca_colour")
     if isinstance(pca, dict):
         pca.pop("stats", None)  # computed by the run and stored in its recipe.yaml
@@ -91,9 +94,9 @@ def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, flo
     out = {}
     for key, value in logs.items():
         prefix = "val_" if key.startswith("val_") else ""
-        bare = key[len(prefix):]
+        bare = key[len(prefix) :]
         if bare.startswith(main + "_"):
-            out[prefix + bare[len(main) + 1:]] = value
+            out[prefix + bare[len(main) + 1 :]] = value
         elif bare == "loss" or "_" not in bare:
             out.setdefault(key, value)
         else:
@@ -101,21 +104,87 @@ def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, flo
     return out
 
 
-class _LearningRate(keras.callbacks.Callback):
-    """Sets the optimizer's rate before every batch from the global step and plateau scale."""
+class _StepHooks(keras.callbacks.Callback):
+    """Per step under ``Model.fit``: set the learning rate, count, commit step checkpoints.
 
-    def __init__(self, rate_at: Callable[[int], float], first_step: int):
+    Args:
+        rate_at: Learning rate at a global step of the stage.
+        first_step: Global step of the stage at which this epoch (or its remainder) starts.
+        on_step: Called with the number of steps done in this process after each finite step.
+    """
+
+    def __init__(
+        self,
+        rate_at: Callable[[int], float],
+        first_step: int,
+        on_step: Callable[[int], None] | None = None,
+    ):
         super().__init__()
         self.rate_at = rate_at
         self.step = first_step
+        self.ran = 0
+        self.on_step = on_step
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(self.rate_at(self.step))
+
+    def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        self.ran += 1
+        loss = (logs or {}).get("loss")
+        if self.on_step is not None and loss is not None and math.isfinite(float(loss)):
+            self.on_step(self.ran)
+
+
+def _build_from_first_replica(model) -> None:
+    """Work around Keras 3's first-batch reduce under MirroredStrategy.
+
+    Before every ``fit``/``evaluate`` Keras' TensorFlow trainer averages the replicas' shards
+    of the first batch (``strategy.reduce("MEAN", ...)``) only to learn its shapes; with a batch
+    that does not split evenly (9 validation images on 2 replicas) that fails with "Inputs to
+    operation AddN ... must have the same size and shape" (keras-team/keras#19246). Shapes are
+    all it needs, so build from the first replica's shard instead.
+    """
+    import types
+
+    import tensorflow as tf
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
+
+
+def weights_are_finite(model) -> bool:
+    """True when no weight of ``model`` (trainable or not) holds a NaN or infinity."""
+    import tensorflow as tf
+
+    checks = [
+        tf.reduce_all(tf.math.is_finite(w.value))
+        for w in model.weights
+        if w.dtype in ("float16", "bfloat16", "float32", "float64")
+    ]
+    return bool(tf.reduce_all(tf.stack(checks))) if checks else True
 
 
 class Trainer:
     """Runs the stages of a recipe on a built model.
+
+    Every worker checkpoints into its own ``run_dir`` (MultiWorkerMirroredStrategy's rule: all
+    workers save, non-chief ones into their own folder); only the chief writes the best model and
+    the history.
 
     Args:
         model: The transfer model (built inside ``strategy.scope()``).
@@ -123,12 +192,14 @@ class Trainer:
         recipe: The resolved recipe.
         strategy: A ``tf.distribute`` strategy.
         run_dir: Where checkpoints, state and the best model go.
-        train_ds, val_ds: ``tf.data`` datasets of ``(images, one-hot labels[, weights])``.
+        train_ds, val_ds: ``tf.data`` datasets of ``(images, one-hot labels[, weights])``,
+            batched by the global batch size.
         steps_per_epoch: Batches in one training epoch.
         train_images_per_class: For the ``auto`` freeze policy.
         log: Where messages go.
-        chief: Whether this process writes files (multi-worker: worker 0 only).
+        chief: Whether this process writes the run's outputs (multi-worker: worker 0 only).
         inference_model: Callable returning the model to save as ``model.keras``.
+        callbacks: Extra Keras callbacks for ``Model.fit`` (not used by the multi-worker loop).
     """
 
     def __init__(
@@ -146,8 +217,10 @@ class Trainer:
         log: Callable[[str], None] = print,
         chief: bool = True,
         inference_model: Callable[[], Any] | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
     ):
         self.model = model
+        self.callbacks = list(callbacks or [])
         self.info = info
         self.recipe = recipe
         self.strategy = strategy
@@ -163,42 +236,62 @@ class Trainer:
         self.inference_model = inference_model or (lambda: main_output_model(model))
         self.outputs = len(model.outputs)
         if self.outputs > 1:  # auxiliary classifiers: the same labels for every output
-            train_ds, val_ds = _repeat_labels(train_ds, self.outputs), _repeat_labels(
-                val_ds, self.outputs)
+            train_ds, val_ds = (
+                _repeat_labels(train_ds, self.outputs),
+                _repeat_labels(val_ds, self.outputs),
+            )
             self.train_ds, self.val_ds = train_ds, val_ds
         self.stages = plan_stages(recipe)
         self.decisions: list[Any] = []
         self.used_custom_loop = self._needs_custom_loop()
+        self.replicas = int(strategy.num_replicas_in_sync)
 
     # ----------------------------------------------------------------- public
 
     def run(self, resume: bool = True) -> TrainState:
         """Train every stage; continue from ``state.json`` when ``resume`` and it exists."""
+        from tlkit.train.strategy import describe_strategy
+
         digest = recipe_digest(self.recipe)
         state = TrainState.load(self.run_dir) if resume else None
+        problem = None
         if state is not None and state.recipe_digest not in (None, digest):
-            raise UserError(
+            problem = UserError(
                 f"{self.run_dir} holds an unfinished run of a different recipe; pass "
                 "--overwrite to start again there, or choose another --output"
             )
+        if self.used_custom_loop:
+            state = self._agree_with_chief(state, problem)
+        elif problem is not None:
+            raise problem
         if state is None:
             state = TrainState(recipe_digest=digest)
         elif state.finished:
             self.log(f"{self.run_dir}: this run already finished ({state.epoch} epochs)")
             return state
         elif state.checkpoint:
-            self.log(
-                f"resuming {self.run_dir} after epoch {state.epoch} "
-                f"(stage {state.stage + 1} of {len(self.stages)})"
+            at_step = (
+                f", step {state.step_in_epoch} of epoch {state.epoch + 1}"
+                if state.step_in_epoch
+                else ""
             )
+            self.log(
+                f"resuming {self.run_dir} after epoch {state.epoch}{at_step} "
+                f"(stage {state.stage + 1} of {len(self.stages)}; checkpoint {state.checkpoint})"
+            )
+        self.log(describe_strategy(self.strategy, self.recipe.train.batch_size))
         monitor = self.recipe.train.monitor
         mode = "max" if monitor.endswith("accuracy") else "min"
+        restored = False
         for stage_index in range(state.stage, len(self.stages)):
             stage = self.stages[stage_index]
-            optimizer = self._prepare_stage(stage_index, stage)
-            if state.checkpoint:
-                same_stage = state.stage == stage_index and state.stage_epoch > 0
-                self._restore(state, optimizer, with_optimizer=same_stage)
+            self._prepare_stage(stage_index, stage)
+            if state.checkpoint and not restored:
+                same_stage = state.stage == stage_index and (
+                    state.stage_epoch > 0 or state.step_in_epoch > 0
+                )
+                self._restore(state, with_optimizer=same_stage)
+                restored = True
             plateau = PlateauState(**state.plateau) if state.plateau else PlateauState()
             while state.stage_epoch < stage.epochs:
                 logs = self._run_epoch(state, stage, plateau)
@@ -209,8 +302,7 @@ class Trainer:
             if state.stopped_early:
                 break
         state.finished = True
-        if self.chief:
-            state.save(self.run_dir)
+        state.save(self.run_dir)
         return state
 
     # ----------------------------------------------------------------- stages
@@ -254,6 +346,8 @@ class Trainer:
                 loss = [loss] * self.outputs
                 extra["loss_weights"] = [1.0] + [aux] * (self.outputs - 1)
                 metrics = [metrics] + [[] for _ in range(self.outputs - 1)]
+            # Under mixed_float16 compile wraps the optimizer in a LossScaleOptimizer: from here
+            # on, model.optimizer (not `optimizer`) is the one to step, save and restore.
             self.model.compile(
                 optimizer=optimizer,
                 loss=loss,
@@ -261,26 +355,84 @@ class Trainer:
                 jit_compile=bool(self.recipe.train.jit_compile),
                 **extra,
             )
-            optimizer.build(self.model.trainable_variables)
+            self.model.optimizer.build(self.model.trainable_variables)
         if self.used_custom_loop:
             from tlkit.train.custom_loop import CustomLoop
 
             self._custom = CustomLoop(
-                self.model, self.model.optimizer, self.recipe.train.label_smoothing,
-                self.strategy, loss_weights=extra.get("loss_weights"),
+                self.model,
+                self.model.optimizer,
+                self.recipe.train.label_smoothing,
+                self.strategy,
+                loss_weights=extra.get("loss_weights"),
+                jit_compile=bool(self.recipe.train.jit_compile),
             )
-        return optimizer
+        elif self.replicas > 1:
+            _build_from_first_replica(self.model)
+        return self.model.optimizer
 
-    def _restore(self, state: TrainState, optimizer, with_optimizer: bool) -> None:
+    def _restore(self, state: TrainState, with_optimizer: bool) -> None:
         if with_optimizer:
-            restore_checkpoint(self.run_dir, state.checkpoint, self.model, optimizer)
+            restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
         else:
-            self.model.load_weights(self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5")
+            self.model.load_weights(
+                self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
+            )
 
     def _needs_custom_loop(self) -> bool:
         import tensorflow as tf
 
         return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _agree_with_chief(self, state: TrainState | None, problem: Exception | None):
+        """Multi-worker: every worker must start from the chief's checkpoint, or all stop.
+
+        A worker whose own progress differs from the chief's drops it when the chief starts
+        afresh; otherwise every worker raises, so none waits forever in a collective.
+        """
+        import numpy as np
+        import tensorflow as tf
+
+        def progress(s):
+            if s is None:
+                return np.zeros(3, np.float32)
+            return np.array([s.epoch, s.step_in_epoch, float(s.finished)], np.float32)
+
+        try:
+            local_replicas = max(1, len(self.strategy.extended.worker_devices))
+        except RuntimeError:  # the default strategy has one replica and no device list
+            local_replicas = 1
+
+        @tf.function
+        def total(values):
+            per_replica = self.strategy.run(lambda: tf.identity(values / local_replicas))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        mine = progress(state)
+        chief = np.rint(total(tf.constant(mine if self.chief else np.zeros(3, np.float32))).numpy())
+        if not np.array_equal(chief, mine):
+            if not chief.any():
+                if state is not None:
+                    self.log(
+                        f"{self.run_dir}: the chief starts afresh; this worker's earlier "
+                        "progress is dropped"
+                    )
+                state, problem = None, None
+            elif problem is None:
+                problem = TlkitError(
+                    f"this worker's checkpoint in {self.run_dir} (epoch {int(mine[0])}, step "
+                    f"{int(mine[1])}) differs from the chief's (epoch {int(chief[0])}, step "
+                    f"{int(chief[1])}); start again on every worker with --overwrite"
+                )
+        failed = float(total(tf.constant([float(problem is not None), 0.0, 0.0]))[0].numpy())
+        if problem is not None:
+            raise problem
+        if failed > 0:
+            raise TlkitError(
+                "another worker cannot resume from the chief's checkpoint (see its "
+                "log); stopping every worker"
+            )
+        return state
 
     # ----------------------------------------------------------------- epochs
 
@@ -289,12 +441,37 @@ class Trainer:
         steps, epochs = self.steps_per_epoch, stage.epochs
         return lambda step: learning_rate_at(cfg, stage.lr, step, steps, epochs) * plateau.scale
 
+    def _step_hook(self, state: TrainState, skip: int) -> Callable[[int], None] | None:
+        every = self.recipe.train.checkpoint_every_steps
+        if not every:
+            return None
+
+        def on_step(ran: int) -> None:
+            done = skip + ran
+            if done % every == 0 and done < self.steps_per_epoch:
+                state.step_in_epoch = done
+                self._commit(
+                    state,
+                    f"epoch-{state.epoch + 1:04d}-step-{done:06d}",
+                    f"at step {done} of epoch {state.epoch + 1}",
+                )
+
+        return on_step
+
     def _run_epoch(self, state: TrainState, stage: Stage, plateau: PlateauState) -> dict:
         rate_at = self._rate_fn(stage, plateau)
-        first_step = state.stage_epoch * self.steps_per_epoch
+        skip = min(state.step_in_epoch, self.steps_per_epoch)
+        first_step = state.stage_epoch * self.steps_per_epoch + skip
+        train_ds = self.train_ds.skip(skip) if skip else self.train_ds
+        if skip:
+            self.log(
+                f"epoch {state.epoch + 1}: continuing from the step checkpoint, steps "
+                f"{skip + 1}..{self.steps_per_epoch} of {self.steps_per_epoch}"
+            )
+        on_step = self._step_hook(state, skip)
         if self.used_custom_loop:
-            logs = self._custom.run_epoch(
-                self.train_ds, self.val_ds, rate_at, first_step, state.epoch, self.log
+            logs, ran = self._custom.run_epoch(
+                train_ds, self.val_ds, rate_at, first_step, state.epoch, self.log, on_step=on_step
             )
         else:
             verbose = self.recipe.train.verbose
@@ -303,39 +480,67 @@ class Trainer:
             warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
             # File datasets have unknown cardinality; the end of one is the end of the epoch.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
+            hooks = _StepHooks(rate_at, first_step, on_step)
             history = self.model.fit(
-                self.train_ds,
+                train_ds,
                 validation_data=self.val_ds,
                 epochs=state.epoch + 1,
                 initial_epoch=state.epoch,
-                callbacks=[_LearningRate(rate_at, first_step), keras.callbacks.TerminateOnNaN()],
+                callbacks=[keras.callbacks.TerminateOnNaN(), hooks, *self.callbacks],
                 verbose=verbose,
             )
+            ran = hooks.ran
             logs = _main_output_logs(
                 {k: float(v[-1]) for k, v in history.history.items() if v},
                 self.model.output_names[0] if self.outputs > 1 else None,
             )
-        logs["lr"] = float(rate_at(first_step + self.steps_per_epoch - 1))
-        if not math.isfinite(logs.get("loss", float("nan"))):
-            where = (
-                f"the last good checkpoint ({state.checkpoint}) is kept"
-                if state.checkpoint
-                else "no epoch had finished, so there is no checkpoint"
-            )
-            raise TrainingDivergedError(
-                f"the training loss became {logs.get('loss')} in epoch {state.epoch + 1}; {where} "
-                f"in {self.run_dir}. Lower the learning rate (train.optimizer.lr) or add "
-                "gradient clipping (train.optimizer.clipnorm)."
+        last = state.stage_epoch * self.steps_per_epoch + self.steps_per_epoch - 1
+        logs["lr"] = float(rate_at(last))
+        logs["steps"] = skip + ran
+        if skip:
+            logs["resumed_at_step"] = skip
+        loss = logs.get("loss", float("nan"))
+        if not math.isfinite(loss):
+            raise self._diverged(
+                state, f"the training loss became {loss} in epoch {state.epoch + 1}"
             )
         return logs
 
+    def _diverged(self, state: TrainState, what: str) -> TrainingDivergedError:
+        where = (
+            f"the last good checkpoint ({state.checkpoint}) is kept"
+            if state.checkpoint
+            else "no checkpoint had been written yet"
+        )
+        best = f", and {BEST_MODEL} from epoch {state.best_epoch}" if state.best_epoch else ""
+        return TrainingDivergedError(
+            f"{what}; {where}{best} in {self.run_dir}. Lower the learning rate "
+            "(train.optimizer.lr) or add gradient clipping (train.optimizer.clipnorm)."
+        )
+
+    def _commit(self, state: TrainState, name: str, when: str, check: bool = True) -> None:
+        """Checkpoint model and optimizer, then point ``state.json`` at it (the commit point)."""
+        if check and not weights_are_finite(self.model):
+            raise self._diverged(state, f"the weights became NaN or infinite {when}")
+        save_checkpoint(self.run_dir, name, self.model, self.model.optimizer)
+        state.checkpoint = name
+        state.save(self.run_dir)
+        prune_checkpoints(self.run_dir, keep=name)
+
     def _after_epoch(self, state, stage_index, logs, plateau, monitor, mode) -> None:
+        if not weights_are_finite(self.model):
+            raise self._diverged(
+                state, f"the weights became NaN or infinite in epoch {state.epoch + 1}"
+            )
         state.epoch += 1
         state.stage_epoch += 1
+        state.step_in_epoch = 0
         state.history.append({"epoch": state.epoch, "stage": stage_index + 1, **logs})
         value = logs.get(monitor)
         if value is not None and math.isfinite(value):
-            better = state.best is None or (value > state.best if mode == "max" else value < state.best)
+            better = state.best is None or (
+                value > state.best if mode == "max" else value < state.best
+            )
             if better:
                 state.best, state.best_epoch = float(value), state.epoch
                 state.epochs_without_improvement = 0
@@ -346,19 +551,18 @@ class Trainer:
             if self.recipe.train.schedule.name == "plateau":
                 sched = self.recipe.train.schedule
                 min_scale = sched.min_lr / max(self.stages[stage_index].lr, 1e-12)
-                if plateau.update(value, mode=mode, factor=sched.factor,
-                                  patience=sched.patience, min_scale=min_scale):
+                if plateau.update(
+                    value,
+                    mode=mode,
+                    factor=sched.factor,
+                    patience=sched.patience,
+                    min_scale=min_scale,
+                ):
                     self.log(f"{monitor} stalled: learning rate x{plateau.scale:g}")
         state.plateau = plateau.as_dict()
+        self._commit(state, f"epoch-{state.epoch:04d}", f"after epoch {state.epoch}", check=False)
         if self.chief:
-            name = f"epoch-{state.epoch:04d}"
-            save_checkpoint(self.run_dir, name, self.model, self.model.optimizer)
-            state.checkpoint = name
-            state.save(self.run_dir)
-            prune_checkpoints(self.run_dir, keep=name)
             self.write_history(state)
-        else:
-            state.checkpoint = f"epoch-{state.epoch:04d}"
 
     def _early_stop(self, state: TrainState) -> bool:
         patience = self.recipe.train.early_stopping
