@@ -48,6 +48,8 @@ def test_run_directory_has_every_output(trained_run):
     labels = json.loads((out / "labels.json").read_text())["class_names"]
     assert labels == ["class_0", "class_1", "class_2"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pytest.importorskip("tensorboard")
+    assert list((out / "tensorboard" / "validation").glob("events.out.tfevents.*"))
 
 
 def test_broken_files_are_skipped_and_reported(trained_run):
@@ -167,7 +169,7 @@ def test_augment_on_the_model_device_and_pca_stats_in_the_run(tmp_path, image_fo
                     "--output", out)
     assert result.exit_code == 0, result.output
     model = keras.saving.load_model(out / "model.keras")
-    assert "augmentation_layer" in [layer.name for layer in model.layers]
+    assert "AugmentationLayer" in [type(layer).__name__ for layer in model.layers]
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))  # inactive
     stats = yaml.safe_load((out / "recipe.yaml").read_text())["augment"]["pca_colour"]["stats"]

@@ -319,7 +319,9 @@ class Augmenter:
             return None
         from tlkit.augment.layer import AugmentationLayer
 
-        return AugmentationLayer(self.config, self.image_size, pca=self.pca, seed=self.seed)
+        return AugmentationLayer(
+            self.config, self.image_size, pca=self.pca, seed=self.seed, name="augmentation"
+        )
 
 
 def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCAStats | None:

@@ -585,3 +585,38 @@ class Trainer:
         from tlkit.reports import write_history_csv
 
         write_history_csv(self.run_dir / "history.csv", state.history)
+        self._write_tensorboard(state.history[-1])
+
+    def _write_tensorboard(self, row: dict) -> None:
+        """Per-epoch scalars for TensorBoard (``tensorboard --logdir RUN/tensorboard``).
+
+        Written when the ``tensorboard`` package is installed (``pip install tlkit[tensorboard]``;
+        TensorFlow 2.21 no longer brings it); otherwise skipped with one note.
+        """
+        import importlib.util
+
+        import tensorflow as tf
+
+        if getattr(self, "_tb_writers", None) is False:
+            return
+        if importlib.util.find_spec("tensorboard") is None:
+            self.log("TensorBoard logs skipped: the tensorboard package is not installed "
+                     "(pip install 'tlkit[tensorboard]'); history.csv has the same numbers")
+            self._tb_writers = False
+            return
+        if getattr(self, "_tb_writers", None) is None:
+            root = self.run_dir / "tensorboard"
+            self._tb_writers = {
+                "train": tf.summary.create_file_writer(str(root / "train")),
+                "validation": tf.summary.create_file_writer(str(root / "validation")),
+            }
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key in ("epoch", "stage") or not isinstance(value, (int, float)):
+                continue
+            split = "validation" if key.startswith("val_") else "train"
+            name = key[4:] if key.startswith("val_") else key
+            with self._tb_writers[split].as_default():
+                tf.summary.scalar(name, float(value), step=step)
+        for writer in self._tb_writers.values():
+            writer.flush()
