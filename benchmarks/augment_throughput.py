@@ -11,11 +11,14 @@ colour shift, PCA colour) on uint8 256x256 images:
 * the same albumentations chain through tlkit's albumentations backend (tf.data, parallel);
 * Keras preprocessing layers (RandomFlip, RandomCrop, RandomColorJitter) in tf.data on batches.
 
-Then an end-to-end JPEG pipeline: decode + resize to the model input (224) without
-augmentation, against decode + augmentation to 224 (the Augmenter fuses the resize to the load
-size, 256, into its crop), with float32 and uint8 batches; and decode + resize to 256 + augment.
+Then end to end, from JPEG files (256 of them per size, 320x320, 500x375 and 1024x768 by
+default): decoding alone (decode and batch the full images), decode + resize to 224 (what a
+pipeline without augmentation does), and tlkit's training pipeline (``make_dataset`` with the
+four-op augmenter, uncached: it decodes only the crop window, at a DCT scale for large photos)
+with uint8 and float32 batches, and for comparison the augmenter on whole decoded images.
 
     python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 4] [--rounds 3]
+        [--jpeg-sizes 320x320,500x375,1024x768]
 """
 
 from __future__ import annotations
@@ -166,45 +169,76 @@ def keras_layers(images, batch_size):
     return ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def write_jpegs(images, folder: Path) -> list[str]:
+def write_jpegs(images, folder: Path, width: int, height: int) -> list[str]:
     from PIL import Image
 
     paths = []
     for i, image in enumerate(images):
-        big = Image.fromarray(image).resize((320, 320), Image.BILINEAR)  # decode then resize
-        path = folder / f"{i:05d}.jpg"
-        big.save(path, quality=90)
+        photo = Image.fromarray(image).resize((width, height), Image.BILINEAR)
+        path = folder / f"{width}x{height}-{i:05d}.jpg"
+        photo.save(path, quality=90)
         paths.append(str(path))
     return paths
 
 
-def jpeg_pipeline(paths, batch_size, out_dtype, augmenter=None, *, pre_resize=False):
-    """JPEG -> decode -> resize to 224 (no augmenter), or decode -> augment to 224.
-
-    With an augmenter the decoded image goes to ``per_image`` as is (its resize to the load
-    size is fused into the crop), or, with ``pre_resize``, after a resize to the load size.
-    """
+def decode_pipeline(paths, batch_size, *, resize: int | None, out_dtype="uint8"):
+    """Decode (and resize to ``resize``) each JPEG, batch: the pipeline without augmentation."""
     import tensorflow as tf
 
     def decode(path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        if augmenter is None:
-            image = tf.image.resize(image, [224, 224])
-            if out_dtype == "uint8":
-                image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
-        elif pre_resize:
-            side = augmenter.load_size()
-            image = tf.image.resize(image, [side, side])
+        if resize is None:
+            return image
+        image = tf.image.resize(image, [resize, resize])
+        if out_dtype == "uint8":
+            image = tf.cast(tf.clip_by_value(image + 0.5, 0, 255), tf.uint8)
         return image
 
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if augmenter is None:
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def whole_decode_augment(paths, batch_size, augmenter):
+    """Decode whole images, then the augmenter's ``per_image`` (crop window and resize fused)."""
+    import tensorflow as tf
+
+    def decode(path):
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     labels = tf.data.Dataset.from_tensors(tf.zeros([1])).repeat()
     return augmenter.apply(
         tf.data.Dataset.zip((ds, labels)), batch_size, seed=0, resize=False
     ).prefetch(tf.data.AUTOTUNE)
+
+
+def tlkit_pipeline(paths, batch_size, stats, out_dtype):
+    """``tlkit.data.make_dataset`` as training runs it, uncached (the fused decode path)."""
+    from tlkit.data import Split, make_dataset
+
+    split = Split(labels=np.zeros(len(paths), np.int64), paths=list(paths))
+    ds = make_dataset(
+        split,
+        num_classes=2,
+        image_size=224,
+        batch_size=batch_size,
+        training=True,
+        seed=0,
+        augmenter=four_op_augmenter(stats, output_dtype=out_dtype),
+        cache="none",
+        image_dtype=out_dtype,
+    )
+    return ds.repeat()
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        width, height = item.lower().split("x")
+        sizes.append((int(width), int(height)))
+    return sizes
 
 
 def main(argv=None) -> dict:
@@ -217,6 +251,9 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--skip-jpeg", action="store_true", help="Skip the end-to-end part.")
+    parser.add_argument(
+        "--jpeg-sizes", default="320x320,500x375,1024x768", help="WIDTHxHEIGHT,... of the JPEGs."
+    )
     args = parser.parse_args(argv)
 
     import albumentations
@@ -241,16 +278,20 @@ def main(argv=None) -> dict:
     }
     jpeg_rows = {}
     tmp = tempfile.TemporaryDirectory()
-    if not args.skip_jpeg:
-        paths = write_jpegs(images, Path(tmp.name))
-        for dtype in ("float32", "uint8"):
-            aug = four_op_augmenter(stats, output_dtype=dtype)
-            jpeg_rows[f"decode + resize, {dtype}"] = jpeg_pipeline(paths, bs, dtype)
-            jpeg_rows[f"decode + augment (fused resize), {dtype}"] = jpeg_pipeline(
-                paths, bs, dtype, aug
-            )
-        jpeg_rows["decode + resize 256 + augment, float32"] = jpeg_pipeline(
-            paths, bs, "float32", four_op_augmenter(stats), pre_resize=True
+    sizes = [] if args.skip_jpeg else parse_sizes(args.jpeg_sizes)
+    for width, height in sizes:
+        paths = write_jpegs(images, Path(tmp.name), width, height)
+        tag = f"{width}x{height}"
+        # all files of one size: decoded images batch without a resize
+        jpeg_rows[f"{tag} decode only"] = decode_pipeline(paths, bs, resize=None)
+        jpeg_rows[f"{tag} decode + resize, uint8"] = decode_pipeline(paths, bs, resize=224)
+        jpeg_rows[f"{tag} tlkit pipeline, uint8"] = tlkit_pipeline(paths, bs, stats, "uint8")
+        jpeg_rows[f"{tag} decode + resize, float32"] = decode_pipeline(
+            paths, bs, resize=224, out_dtype="float32"
+        )
+        jpeg_rows[f"{tag} tlkit pipeline, float32"] = tlkit_pipeline(paths, bs, stats, "float32")
+        jpeg_rows[f"{tag} whole decode + augment, uint8"] = whole_decode_augment(
+            paths, bs, four_op_augmenter(stats, output_dtype="uint8")
         )
 
     def batches(name, ds):
@@ -287,19 +328,18 @@ def main(argv=None) -> dict:
     ratios["CPU per image: albumentations / tlkit uint8"] = (
         cpu[albu] / cpu["tlkit Augmenter, uint8 out"]
     )
-    if jpeg_rows:
-        for dtype in ("float32", "uint8"):
-            ratios[f"end to end {dtype} CPU per image: plain / augmented"] = (
-                cpu[f"decode + resize, {dtype}"] / cpu[f"decode + augment (fused resize), {dtype}"]
-            )
-        for dtype in ("float32", "uint8"):
-            ratios[f"end to end {dtype}: augmented / plain"] = ratio(
-                f"decode + augment (fused resize), {dtype}", f"decode + resize, {dtype}"
-            )
-        ratios["end to end float32, two-pass resize / plain"] = ratio(
-            "decode + resize 256 + augment, float32", "decode + resize, float32"
+    for width, height in sizes:
+        tag = f"{width}x{height}"
+        ratios[f"{tag}: tlkit uint8 / decode only"] = ratio(
+            f"{tag} tlkit pipeline, uint8", f"{tag} decode only"
         )
-
+        for dtype in ("uint8", "float32"):
+            ratios[f"{tag}: tlkit {dtype} / decode + resize {dtype}"] = ratio(
+                f"{tag} tlkit pipeline, {dtype}", f"{tag} decode + resize, {dtype}"
+            )
+        ratios[f"{tag}: whole decode + augment / decode + resize"] = ratio(
+            f"{tag} whole decode + augment, uint8", f"{tag} decode + resize, uint8"
+        )
     print(
         f"\nfour-op chain (flip, crop 256->224, colour shift, PCA colour), {args.n_images} uint8 "
         f"256x256 images, batch {bs}; median of {args.rounds} rounds"
@@ -307,7 +347,7 @@ def main(argv=None) -> dict:
     for name in rows:
         print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
     if jpeg_rows:
-        print("end to end: JPEG 320x320 -> decode -> resize to 224 | augment to 224")
+        print("end to end: JPEG files -> 224x224 batches (four-op augmentation where named)")
         for name in jpeg_rows:
             print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
     print("ratios")

@@ -245,7 +245,11 @@ def finetune(
         )
 
     pca = _pca_stats(recipe, bundle, image_size, compute_pca_stats, make_dataset, log)
-    augmenter = build_augmenter(recipe.augment, image_size=image_size, pca=pca, seed=recipe.seed)
+    # uint8 batches: a quarter of the bytes to batch, prefetch and copy to an accelerator; the
+    # model's input casts them (benchmarks/augment_throughput.py)
+    augmenter = build_augmenter(
+        recipe.augment, image_size=image_size, pca=pca, seed=recipe.seed, output_dtype="uint8"
+    )
     if chief:
         atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
         if pca is not None:
@@ -332,9 +336,14 @@ def finetune(
                 training=True,
                 augmenter=augmenter,
                 class_weight=weights_by_class,
+                image_dtype="uint8",
                 **common,
             )
-            val_ds = make_dataset(bundle.val, training=False, **common) if len(bundle.val) else None
+            val_ds = (
+                make_dataset(bundle.val, training=False, image_dtype="uint8", **common)
+                if len(bundle.val)
+                else None
+            )
             trainer = Trainer(
                 model,
                 info=info,

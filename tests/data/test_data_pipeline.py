@@ -36,7 +36,8 @@ class FakeAugmenter:
 
     def per_image(self, image, seed):
         self.calls["per_image"] += 1  # counts traces, not elements
-        crop = image[2:-2, 2:-2, :]
+        assert image.dtype == tf.uint8  # the pipeline hands over the decoded bytes as they are
+        crop = tf.cast(image[2:-2, 2:-2, :], tf.float32)
         marker = tf.cast(tf.math.floormod(seed[0], 97), tf.float32)
         return tf.concat([crop[:, :, :2], tf.fill(tf.shape(crop[:, :, 2:]), marker)], axis=-1)
 

@@ -35,6 +35,8 @@ _LAZY = {
             "flip_left_right",
             "random_crop",
             "resized_crop",
+            "crop_window",
+            "resize_window",
             "scale_jitter",
             "scale_jitter_size",
             "rescale_shortest_side",

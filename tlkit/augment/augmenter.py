@@ -135,14 +135,15 @@ class Augmenter:
 
         The image is normally ``[L, L, 3]`` with ``L = load_size()``; any other size (e.g. the
         raw decoded image) is treated as if first resized to ``[L, L]``, and for crops and scale
-        jitter that resize is fused into the crop: one bilinear resampling pass instead of two,
-        the fastest end-to-end pipeline. An image already at ``[L, L]`` (static shape) gives
-        exact sub-windows.
+        jitter that resize is fused into the crop: one bilinear resampling pass instead of two.
+        An image already at ``[L, L]`` (static shape) gives exact sub-windows. For files,
+        :meth:`decode_per_image` goes further and decodes only the window.
 
-        Geometric ops in order: scale jitter (shortest side to S), rotation and shear, local
-        warp, random crop to ``image_size`` (without crop or jitter, a resize to ``image_size``
-        if needed). Then, when :attr:`pixel_ops_per_image`, mirror, colour shift and PCA colour,
-        clipped to 0..255. Returns :attr:`output_dtype` (float32 by default).
+        Geometric ops in order: scale jitter (the ``[L, L]`` image's shortest side to S),
+        rotation and shear, local warp, random crop to ``image_size`` (without crop or jitter,
+        a resize to ``image_size`` if needed). Then, when :attr:`pixel_ops_per_image`, mirror,
+        colour shift and PCA colour, clipped to 0..255. Returns :attr:`output_dtype` (float32
+        by default).
         """
         seed = self._fold(seed)
         if self._albumentations is not None:
@@ -153,29 +154,86 @@ class Augmenter:
         seeds = ops.split_seed(seed, 5)
         pixel_seeds = ops.split_seed(seeds[4], 6)
         x, mirrored = self._geometric(tf.convert_to_tensor(image), seeds, pixel_seeds[0])
+        return self._finish(x, pixel_seeds, mirrored)
+
+    @property
+    def fuses_decode(self) -> bool:
+        """True when :meth:`decode_per_image` can decode just the crop window: the built-in
+        backend without rotation, shear or local warp (those need the whole image)."""
+        c = self.config
+        return self._albumentations is None and not (
+            c.rotation.enabled or c.shear.enabled or c.warp.enabled
+        )
+
+    def decode_per_image(self, contents, seed) -> tf.Tensor:
+        """:meth:`per_image` from an encoded file: decodes only the pixels the crop uses.
+
+        The crop window (random crop, scale jitter, or the whole image) is drawn from the image
+        size, read from the JPEG header without decoding, exactly as :meth:`per_image` draws it
+        for the image resized to ``[L, L]``; then ``tf.io.decode_and_crop_jpeg`` decodes only
+        that window, at a 1/2, 1/4 or 1/8 DCT scale when the window is at least twice the
+        output size (see :func:`tlkit.data.decode.decode_window`), and one bilinear pass
+        resizes it to ``image_size``. Other formats are decoded whole and sliced. With the same
+        seed the result matches ``per_image(decode(contents))`` up to resampling (the same
+        window, mirror and colour draws).
+
+        Only when :attr:`fuses_decode`; otherwise decode and call :meth:`per_image`.
+        """
+        from tlkit.data.decode import decode_rgb, decode_window
+
+        if not self.fuses_decode:
+            return self.per_image(decode_rgb(contents), seed)
+        size = self.image_size
+        seeds = ops.split_seed(self._fold(seed), 5)
+        pixel_seeds = ops.split_seed(seeds[4], 6)
+        virtual = self._virtual_size(seeds[0])
+
+        def window_fn(hw):
+            if virtual is None:
+                return tf.zeros([2], tf.int32), tf.cast(hw, tf.int32)
+            return ops.crop_window(hw, virtual, size, seeds[3])
+
+        window = decode_window(contents, window_fn, min_side=size)
+        flip = self._mirror_draw(pixel_seeds[0])
+        x = ops.resize_window(window, size, flip=flip)
+        return self._finish(x, pixel_seeds, flip is not None)
+
+    def _finish(self, x, pixel_seeds, mirrored: bool) -> tf.Tensor:
         if self.pixel_ops_per_image:
             x = self._pixels_one(x, pixel_seeds, mirrored=mirrored)
         return tf.ensure_shape(self._output(x), [self.image_size, self.image_size, 3])
+
+    def _mirror_draw(self, seed):
+        """The mirror decision when the geometric step applies it, else None."""
+        if self.pixel_ops_per_image and self.config.mirror.enabled:
+            return ops.flip_draw(self.config.mirror.p, seed)
+        return None
+
+    def _virtual_size(self, seed):
+        """``[2]`` size of the view the crop is taken from: ``[S, S]`` with scale jitter (the
+        ``[L, L]`` image rescaled to shortest side S), ``[L, L]`` with a random crop, else None."""
+        c = self.config
+        if c.scale_jitter.enabled:
+            s = ops.scale_jitter_size(seed, *self.scale_range)
+            return tf.stack([s, s])
+        if c.crop.enabled:
+            side = self.load_size()
+            return tf.constant([side, side])
+        return None
 
     def _geometric(self, x, seeds, mirror_seed) -> tuple[tf.Tensor, bool]:
         """The geometric ops; also returns whether the mirror was folded into the crop."""
         c, size, side = self.config, self.image_size, self.load_size()
         warped = c.rotation.enabled or c.shear.enabled or c.warp.enabled
         at_load_size = tuple(x.shape[:2]) == (side, side)
-        if c.scale_jitter.enabled and not warped:
-            s_min, s_max = self.scale_range
-            virtual = ops.shortest_side_size(
-                tf.shape(x)[:2], ops.scale_jitter_size(seeds[0], s_min, s_max)
-            )
-        elif c.crop.enabled and not warped and not at_load_size:
-            virtual = tf.constant([side, side])
-        else:
-            virtual = None
-        if virtual is not None:  # one resampling pass: (resize,) crop and mirror together
-            mirror = self.pixel_ops_per_image and c.mirror.enabled
-            flip = ops.flip_draw(c.mirror.p, mirror_seed)[None] if mirror else None
-            return ops.resized_crop(x, virtual, size, seeds[3], flip=flip), mirror
+        if not warped and (c.scale_jitter.enabled or (c.crop.enabled and not at_load_size)):
+            # one resampling pass: (resize,) crop and mirror together
+            flip = self._mirror_draw(mirror_seed)
+            x = ops.resized_crop(x, self._virtual_size(seeds[0]), size, seeds[3], flip=flip)
+            return x, flip is not None
         if c.scale_jitter.enabled:
+            if not at_load_size:
+                x = tf.image.resize(x, [side, side])
             s_min, s_max = self.scale_range
             x = ops.rescale_shortest_side(x, ops.scale_jitter_size(seeds[0], s_min, s_max))
         elif (c.crop.enabled or warped) and not at_load_size:
@@ -193,15 +251,19 @@ class Augmenter:
         return x, False
 
     def _output(self, x) -> tf.Tensor:
-        """Cast to :attr:`output_dtype` (uint8: rounded; values are already in 0..255)."""
+        """Cast to :attr:`output_dtype` (uint8: rounded half up; values are already in 0..255)."""
         if x.dtype == self.output_dtype:
             return x
         if self.output_dtype == tf.uint8:  # every op keeps values in 0..255 (colour ops clip)
-            return tf.cast(tf.round(x), tf.uint8)
+            return tf.cast(x + 0.5, tf.uint8)  # round half up: one pass fewer than tf.round
         return tf.cast(x, self.output_dtype)
 
     def _pixels_one(self, image, seeds, *, mirrored: bool = False) -> tf.Tensor:
-        """Mirror, colour shift and PCA colour on one image (the cache-friendly path)."""
+        """Mirror, colour shift and PCA colour on one image (the cache-friendly path).
+
+        With uint8 output the rounding is folded into the clip (offsets + 0.5, clipped to
+        ``[0, 255.5)``, truncated by the cast): one pass fewer over the image.
+        """
         c = self.config
         x = image
         if c.mirror.enabled and not mirrored:
@@ -211,6 +273,9 @@ class Augmenter:
         if colour is None:
             return x
         x, offsets = colour
+        if self.output_dtype == tf.uint8:
+            x = ops.add_channel_offsets(x[0], offsets[0] + 0.5)
+            return tf.cast(tf.clip_by_value(x, 0.0, 255.75), tf.uint8)
         return ops.clip_pixels(ops.add_channel_offsets(x[0], offsets[0]))
 
     def _colour(self, x, seeds):

@@ -126,17 +126,69 @@ def random_crop(images, size: int | Sequence[int], seed=0) -> tf.Tensor:
     return tf.ensure_shape(out, [*([] if single else [None]), height, width, images.shape[-1]])
 
 
+def crop_window(source_hw, virtual_size, size: int, seed=0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Where a random ``size`` window of a ``virtual_size`` view of an image lies in the image.
+
+    The view is the ``source_hw`` image resized (per axis) to ``virtual_size``; the window's
+    position is drawn as :func:`random_crop` draws it at ``virtual_size`` (the same seed gives
+    the same window) and mapped back to whole source pixels. A source already at
+    ``virtual_size`` gives the exact window. The decoder can then read only this region
+    (``tf.io.decode_and_crop_jpeg``).
+
+    Returns:
+        int32 ``start [2]`` (top, left) and ``extent [2]`` (height, width) in the source.
+    """
+    source = tf.cast(tf.reshape(source_hw, [2]), tf.int32)
+    virtual = tf.cast(tf.reshape(virtual_size, [2]), tf.int32)
+    top, left = _window_offsets(tf.cast(virtual - (size - 1), tf.float32)[None], seed)
+    start_v = tf.cast(tf.stack([top[0], left[0]]), tf.float32)
+    scale = tf.cast(source, tf.float32) / tf.cast(virtual, tf.float32)
+    extent = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
+    extent = tf.minimum(extent, source)
+    start = tf.cast(tf.round(start_v * scale), tf.int32)
+    return tf.clip_by_value(start, 0, source - extent), extent
+
+
+def resize_window(window, size: int, *, flip=None, antialias: bool | None = None) -> tf.Tensor:
+    """One ``[h, w, C]`` window to ``[size, size, C]`` float32, mirrored when ``flip``.
+
+    A window already at ``size`` keeps its exact pixels; otherwise one bilinear pass
+    (``tf.image.resize``), antialiased when ``antialias`` or, by default, when the window is
+    more than twice ``size`` on a side (plain bilinear would skip pixels there; at 2x it averages
+    pixel pairs). The mirror runs
+    after the resize, on the smaller float image: bilinear resampling with half-pixel centres
+    commutes with it, and a float32 reverse is cheaper than a 3-byte-pixel one on CPU.
+    """
+    window = tf.convert_to_tensor(window)
+    extent = tf.shape(window)[:2]
+
+    def resized(filtered: bool):
+        return lambda: tf.image.resize(window, [size, size], antialias=filtered)
+
+    if antialias is None:
+        large = tf.reduce_any(extent > 2 * size)
+        scaled = lambda: tf.cond(large, resized(True), resized(False))  # noqa: E731
+    else:
+        scaled = resized(bool(antialias))
+    x = tf.cond(
+        tf.reduce_all(tf.equal(extent, size)),
+        lambda: tf.cast(window, tf.float32),  # no scaling: exact pixels
+        scaled,
+    )
+    if flip is not None:
+        x = tf.cond(tf.reshape(flip, []), lambda: tf.reverse(x, axis=[1]), lambda: x)
+    return tf.ensure_shape(x, [size, size, window.shape[-1]])
+
+
 def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:
     """A random ``size`` window of each image as if it had first been resized to
     ``virtual_size``, without building the resized image.
 
-    The window is mapped to the source image, cut out (whole source pixels), mirrored if asked
-    and resized once to ``size`` with ``tf.image.resize`` (bilinear): one resampling pass
-    where resize-then-crop takes two, and no more work than resizing the whole image to
-    ``size``. The window position is drawn as :func:`random_crop` draws it at
-    ``virtual_size`` (the same seed gives the same window); an image already at
-    ``virtual_size`` gives its exact sub-window. Used for crops from raw decoded images and
-    for scale jittering.
+    The window is mapped to the source image (:func:`crop_window`), cut out (whole source
+    pixels), resized once to ``size`` with ``tf.image.resize`` (bilinear) and mirrored if asked
+    (:func:`resize_window`): one resampling pass where resize-then-crop takes two, and no more
+    work than resizing the whole image to ``size``. An image already at ``virtual_size`` gives
+    its exact sub-window. Used for crops from raw decoded images and for scale jittering.
 
     Args:
         images: ``[H, W, C]`` or ``[B, H, W, C]``, any size and dtype.
@@ -162,23 +214,9 @@ def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Te
 
         elements = (images, virtual, tf.range(n), flips)
         return tf.map_fn(one, elements, fn_output_signature=tf.float32)
-    source = tf.shape(images)[:2]
-    virtual = tf.cast(tf.reshape(virtual_size, [2]), tf.int32)
-    top, left = _window_offsets(tf.cast(virtual - (size - 1), tf.float32)[None], seed)
-    start_v = tf.cast(tf.stack([top[0], left[0]]), tf.float32)
-    scale = tf.cast(source, tf.float32) / tf.cast(virtual, tf.float32)
-    extent = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
-    extent = tf.minimum(extent, source)
-    start = tf.cast(tf.round(start_v * scale), tf.int32)
-    start = tf.clip_by_value(start, 0, source - extent)
+    start, extent = crop_window(tf.shape(images)[:2], virtual_size, size, seed)
     window = tf.slice(images, tf.concat([start, [0]], 0), tf.concat([extent, [-1]], 0))
-    if flip is not None:
-        window = tf.cond(tf.reshape(flip, []), lambda: tf.reverse(window, axis=[1]), lambda: window)
-    return tf.cond(
-        tf.reduce_all(tf.equal(extent, size)),
-        lambda: tf.cast(window, tf.float32),  # no scaling: exact pixels
-        lambda: tf.image.resize(window, [size, size]),
-    )
+    return resize_window(window, size, flip=flip)
 
 
 def scale_jitter_size(seed, s_min: int, s_max: int) -> tf.Tensor:
@@ -398,7 +436,9 @@ def pca_offsets(n, eigvals, eigvecs, sigma: float, seed, value_range: float = 25
     eigvals = tf.constant(eigvals, tf.float32) if not tf.is_tensor(eigvals) else eigvals
     eigvecs = tf.constant(eigvecs, tf.float32) if not tf.is_tensor(eigvecs) else eigvecs
     weights = pca_alpha(n, sigma, seed) * eigvals[None, :]
-    return tf.matmul(weights, eigvecs, transpose_b=True) * value_range
+    # a [n, 3] x [3, 3] product as a broadcast sum: tf.matmul's call overhead is larger than
+    # the arithmetic here, and this runs once per image in the pipeline
+    return tf.reduce_sum(weights[:, None, :] * eigvecs[None, :, :], axis=-1) * value_range
 
 
 @_batched

@@ -1,9 +1,16 @@
 """tf.data pipelines: decode, resize, cache, shuffle, augment, batch, weight, prefetch.
 
-Images leave the pipeline as raw RGB float32 in 0..255; the model's own preprocessing (a
-Rescaling layer or the backbone's mode) maps them further. Between decode and augmentation they
-are kept as uint8, so the cache and the shuffle buffer take a quarter of the memory, and a
-cached and an uncached pipeline yield the same pixels.
+Images leave the pipeline as raw RGB in 0..255, float32 or (``image_dtype="uint8"``, what
+``tlkit finetune`` uses) uint8, a quarter of the bytes to batch and to copy to an accelerator;
+the model casts them and its own preprocessing (a Rescaling layer or the backbone's mode) maps
+them further. Between decode and augmentation they are kept as uint8, so the cache and the
+shuffle buffer take a quarter of the memory, and a cached and an uncached pipeline yield the
+same pixels.
+
+Augmented training from files that are not cached takes the fused path: the augmenter draws the
+crop window from the image's size and decodes only that window
+(:meth:`tlkit.augment.Augmenter.decode_per_image`), so decoding, resizing and augmenting cost
+about what decoding and resizing alone do (benchmarks/augment_throughput.py).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ def make_dataset(
     load_size: int | None = None,
     num_parallel_calls: int | None = None,
     drop_remainder: bool = False,
+    image_dtype: str = "float32",
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, one-hot labels[, sample weights])``.
 
@@ -52,7 +60,9 @@ def make_dataset(
     ``cache_limit_mb``). Training shuffles (seeded, a new order every epoch), then applies
     ``augmenter.per_image(image, seed)`` per example with a per-example, per-epoch seed, batches,
     and applies ``augmenter.per_batch(images, labels, seed)`` (which may mix labels). Without
-    ``training``: no shuffle, no augmentation, the split's order.
+    ``training``: no shuffle, no augmentation, the split's order. Uncached files with an
+    augmenter that has ``decode_per_image`` (and ``fuses_decode``) skip the separate decode and
+    resize: ``decode_per_image(file bytes, seed)`` decodes only the crop window.
 
     Class weights become per-example sample weights, ``labels @ weights``, computed after
     ``per_batch`` so a mixed label gets the mixed weight; Keras' ``class_weight`` argument does
@@ -73,11 +83,15 @@ def make_dataset(
         load_size: Side images are decoded to before augmentation.
         num_parallel_calls: Parallel map calls; ``None`` lets tf.data tune.
         drop_remainder: Drop a last, smaller batch.
+        image_dtype: ``float32`` or ``uint8`` (rounded) images.
 
     Returns:
-        ``tf.data.Dataset`` of ``(float32 [B, S, S, 3] in 0..255, float32 [B, num_classes])``,
+        ``tf.data.Dataset`` of ``(image_dtype [B, S, S, 3] in 0..255, float32 [B, num_classes])``,
         plus float32 ``[B]`` weights with ``class_weight``.
     """
+    dtype = tf.as_dtype(image_dtype)
+    if dtype not in (tf.float32, tf.uint8):
+        raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
     n = len(split)
     if n and int(split.labels.max()) >= num_classes:
         raise ValueError(f"label {int(split.labels.max())} out of range for {num_classes} classes")
@@ -87,32 +101,53 @@ def make_dataset(
     cached = cache == "memory" or (
         cache == "auto" and n * size * size * 3 <= cache_limit_mb * 2**20
     )
+    fused = (
+        augment
+        and not cached
+        and not split.in_memory
+        and getattr(augmenter, "fuses_decode", False)
+        and hasattr(augmenter, "decode_per_image")
+    )
     ds = _keyed(split)
     if training:
         ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=not cached)
-    ds = ds.map(_loader(split, size), num_parallel_calls=calls)
-    if not split.in_memory:
+    if fused:  # read the bytes; the augmenter decodes only its crop window
+        seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda example, s: (
+                _as_dtype(augmenter.decode_per_image(tf.io.read_file(example[0]), s), dtype),
+                example[1],
+            ),
+            num_parallel_calls=calls,
+        )
         ds = ds.ignore_errors(log_warning=True)
+    else:
+        ds = ds.map(_loader(split, size), num_parallel_calls=calls)
+        if not split.in_memory:
+            ds = ds.ignore_errors(log_warning=True)
     if cached:
         ds = ds.cache()
         if training:
             buffer = min(max(n, 1), max(1024, SHUFFLE_BUFFER_BYTES // (size * size * 3)))
             ds = ds.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=True)
-    if augment:
+    if augment and not fused:
         seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda example, s: (_per_image(augmenter, example[0], s, image_size), example[1]),
+            lambda example, s: (
+                _per_image(augmenter, example[0], s, image_size, dtype),
+                example[1],
+            ),
             num_parallel_calls=calls,
         )
-    else:
-        ds = ds.map(lambda image, label: (_to_float(image, size, image_size), label))
+    elif not augment:
+        ds = ds.map(lambda image, label: (_resized(image, size, image_size, dtype), label))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
     per_batch = getattr(augmenter, "per_batch", None) if augment else None
     if per_batch is not None:
         seeds = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, s: tuple(per_batch(batch[0], batch[1], s)),
+            lambda batch, s: _batch_as_dtype(per_batch(batch[0], batch[1], s), dtype),
             num_parallel_calls=calls,
         )
     if class_weight:
@@ -172,13 +207,28 @@ def _loader(split: Split, size: int):
     return pick
 
 
-def _to_float(image, size: int, image_size: int) -> tf.Tensor:
-    image = tf.cast(image, tf.float32)
+def _as_dtype(images, dtype) -> tf.Tensor:
+    """float32 or uint8 (rounded, clipped) images."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype == dtype:
+        return images
+    if dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(tf.cast(images, tf.float32)), 0.0, 255.0), dtype)
+    return tf.cast(images, dtype)
+
+
+def _batch_as_dtype(batch, dtype) -> tuple:
+    images, *rest = batch
+    return (_as_dtype(images, dtype), *rest)
+
+
+def _resized(image, size: int, image_size: int, dtype) -> tf.Tensor:
     if size != image_size:
-        image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-    return image
+        image = resize_uint8(image, image_size)
+    return _as_dtype(image, dtype)
 
 
-def _per_image(augmenter, image, seed, image_size: int) -> tf.Tensor:
-    image = augmenter.per_image(tf.cast(image, tf.float32), seed)
-    return tf.ensure_shape(tf.cast(image, tf.float32), [image_size, image_size, 3])
+def _per_image(augmenter, image, seed, image_size: int, dtype=tf.float32) -> tf.Tensor:
+    """The augmenter's ``per_image`` on the uint8 image, in the pipeline's dtype."""
+    image = _as_dtype(augmenter.per_image(image, seed), dtype)
+    return tf.ensure_shape(image, [image_size, image_size, 3])

@@ -1,0 +1,94 @@
+"""Decoding that reads only what training uses: JPEG crop windows and DCT-domain downscaling.
+
+A random crop needs only its window of the image, and a large photo trained at 224 pixels
+needs only a fraction of its resolution. For JPEG files, :func:`decode_window` asks libjpeg
+(``tf.io.decode_and_crop_jpeg``) for just the window's rows and blocks, and, when the window
+is at least twice the output size, for a 1/2, 1/4 or 1/8 scaled decode (libjpeg's scaled
+inverse DCT, which also filters like a proper downscale). Other formats are decoded whole and
+sliced. The window itself comes from the caller (``window_fn``), computed from the image's
+size, which for JPEG is read from the header without decoding.
+
+These are TensorFlow graph functions for ``tf.data.Dataset.map``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+#: The scale denominators ``tf.io.decode_jpeg`` supports (its ``ratio`` attribute).
+JPEG_RATIOS = (1, 2, 4, 8)
+
+WindowFn = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def decode_rgb(contents) -> tf.Tensor:
+    """Any image file's bytes as uint8 RGB ``[H, W, 3]`` (first frame of an animation)."""
+    return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
+def jpeg_ratio_index(extent, min_side: int) -> tf.Tensor:
+    """Index into :data:`JPEG_RATIOS` of the largest ratio that keeps ``extent // ratio`` at
+    least ``min_side`` on both axes (so what follows is still a reduction, below 2x)."""
+    smallest = tf.reduce_min(tf.cast(extent, tf.int32))
+    fits = [tf.cast(smallest // r >= min_side, tf.int32) for r in JPEG_RATIOS[1:]]
+    return tf.add_n(fits)
+
+
+def _scaled_box(start, extent, hw, ratio: int) -> tf.Tensor:
+    """The crop box ``[top, left, height, width]`` in a 1/``ratio`` scaled decode.
+
+    libjpeg's scaled image is ``ceil(side / ratio)`` pixels; the box covers the source window
+    (rounded outwards) and stays inside that image.
+    """
+    if ratio == 1:
+        return tf.concat([start, extent], 0)
+    dims = (hw + ratio - 1) // ratio
+    top_left = start // ratio
+    end = tf.minimum((start + extent + ratio - 1) // ratio, dims)
+    return tf.concat([top_left, tf.maximum(end - top_left, 1)], 0)
+
+
+def decode_window(contents, window_fn: WindowFn, min_side: int | None = None) -> tf.Tensor:
+    """Decode only a window of an encoded image.
+
+    Args:
+        contents: Scalar string tensor, the file's bytes (any format ``decode_image`` reads).
+        window_fn: ``source [2] -> (start [2], extent [2])``, int32 (top, left) and (height,
+            width) of the window in source pixels; it must lie inside the image.
+        min_side: With a JPEG, decode at the smallest DCT scale (1/2, 1/4, 1/8) whose window is
+            still at least this many pixels on both axes; ``None`` always decodes at full scale.
+
+    Returns:
+        uint8 ``[h, w, 3]``: the window, or for a scaled JPEG decode the same region at
+        ``1/ratio`` of its size (rounded outwards by at most one pixel).
+    """
+    contents = tf.convert_to_tensor(contents, tf.string)
+
+    def jpeg():
+        hw = tf.image.extract_jpeg_shape(contents)[:2]
+        start, extent = window_fn(hw)
+        if min_side is None:
+            return tf.io.decode_and_crop_jpeg(contents, tf.concat([start, extent], 0), channels=3)
+
+        def branch(ratio):
+            box = _scaled_box(start, extent, hw, ratio)
+            return lambda: tf.io.decode_and_crop_jpeg(contents, box, channels=3, ratio=ratio)
+
+        index = jpeg_ratio_index(extent, min_side)
+        return tf.switch_case(index, [branch(r) for r in JPEG_RATIOS])
+
+    def other():
+        image = decode_rgb(contents)
+        start, extent = window_fn(tf.shape(image)[:2])
+        return tf.slice(image, tf.concat([start, [0]], 0), tf.concat([extent, [3]], 0))
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def whole_image(hw) -> tuple[tf.Tensor, tf.Tensor]:
+    """A ``window_fn`` for the whole image."""
+    hw = tf.cast(tf.reshape(hw, [2]), tf.int32)
+    return tf.zeros([2], tf.int32), hw
