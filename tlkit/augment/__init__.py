@@ -37,6 +37,7 @@ _LAZY = {
             "resized_crop",
             "crop_window",
             "resize_window",
+            "mirror_if",
             "scale_jitter",
             "scale_jitter_size",
             "rescale_shortest_side",

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from tlkit.data.decode import resize_square
+
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as tf.image.rgb_to_grayscale
 
 
@@ -152,32 +154,22 @@ def crop_window(source_hw, virtual_size, size: int, seed=0) -> tuple[tf.Tensor, 
 def resize_window(window, size: int, *, flip=None, antialias: bool | None = None) -> tf.Tensor:
     """One ``[h, w, C]`` window to ``[size, size, C]`` float32, mirrored when ``flip``.
 
-    A window already at ``size`` keeps its exact pixels; otherwise one bilinear pass
-    (``tf.image.resize``), antialiased when ``antialias`` or, by default, when the window is
-    more than twice ``size`` on a side (plain bilinear would skip pixels there; at 2x it averages
-    pixel pairs). The mirror runs
-    after the resize, on the smaller float image: bilinear resampling with half-pixel centres
-    commutes with it, and a float32 reverse is cheaper than a 3-byte-pixel one on CPU.
+    One bilinear pass (``tf.image.resize``; a window already at ``size`` keeps its exact
+    pixels), antialiased when ``antialias`` or, by default, when the window is more than twice
+    ``size`` on a side (plain bilinear would skip pixels there; at 2x it averages pixel pairs).
+    The mirror runs after the resize, on the smaller float image: bilinear resampling with
+    half-pixel centres commutes with it.
     """
     window = tf.convert_to_tensor(window)
-    extent = tf.shape(window)[:2]
+    x = resize_square(window, size, antialias)
+    return tf.ensure_shape(mirror_if(x, flip), [size, size, window.shape[-1]])
 
-    def resized(filtered: bool):
-        return lambda: tf.image.resize(window, [size, size], antialias=filtered)
 
-    if antialias is None:
-        large = tf.reduce_any(extent > 2 * size)
-        scaled = lambda: tf.cond(large, resized(True), resized(False))  # noqa: E731
-    else:
-        scaled = resized(bool(antialias))
-    x = tf.cond(
-        tf.reduce_all(tf.equal(extent, size)),
-        lambda: tf.cast(window, tf.float32),  # no scaling: exact pixels
-        scaled,
-    )
-    if flip is not None:
-        x = tf.cond(tf.reshape(flip, []), lambda: tf.reverse(x, axis=[1]), lambda: x)
-    return tf.ensure_shape(x, [size, size, window.shape[-1]])
+def mirror_if(image, flip) -> tf.Tensor:
+    """``image [H, W, C]`` mirrored when the scalar bool ``flip`` (None: as is)."""
+    if flip is None:
+        return image
+    return tf.cond(tf.reshape(flip, []), lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:

@@ -50,8 +50,24 @@ def _scaled_box(start, extent, hw, ratio: int) -> tf.Tensor:
     return tf.concat([top_left, tf.maximum(end - top_left, 1)], 0)
 
 
-def decode_window(contents, window_fn: WindowFn, min_side: int | None = None) -> tf.Tensor:
-    """Decode only a window of an encoded image.
+def resize_square(image, size: int, antialias: bool | None = None) -> tf.Tensor:
+    """``image`` to ``[size, size, C]`` float32 by one bilinear pass, antialiased when
+    ``antialias`` or, by default, when a side shrinks more than 2x (plain bilinear would skip
+    pixels there; at 2x it averages pixel pairs). A same-size resize is the identity."""
+    if antialias is not None:
+        return tf.image.resize(image, [size, size], antialias=antialias)
+    large = tf.reduce_any(tf.shape(image)[:2] > 2 * size)
+    return tf.cond(
+        large,
+        lambda: tf.image.resize(image, [size, size], antialias=True),
+        lambda: tf.image.resize(image, [size, size]),
+    )
+
+
+def decode_window(
+    contents, window_fn: WindowFn, min_side: int | None = None, resize_to: int | None = None
+) -> tf.Tensor:
+    """Decode only a window of an encoded image (and resize it).
 
     Args:
         contents: Scalar string tensor, the file's bytes (any format ``decode_image`` reads).
@@ -59,22 +75,36 @@ def decode_window(contents, window_fn: WindowFn, min_side: int | None = None) ->
             width) of the window in source pixels; it must lie inside the image.
         min_side: With a JPEG, decode at the smallest DCT scale (1/2, 1/4, 1/8) whose window is
             still at least this many pixels on both axes; ``None`` always decodes at full scale.
+        resize_to: Also resize the window to this square side (:func:`resize_square`), inside
+            the decode branch: one fewer conditional per image, which tf.data pays for.
 
     Returns:
         uint8 ``[h, w, 3]``: the window, or for a scaled JPEG decode the same region at
-        ``1/ratio`` of its size (rounded outwards by at most one pixel).
+        ``1/ratio`` of its size (rounded outwards by at most one pixel); with ``resize_to``,
+        float32 ``[resize_to, resize_to, 3]``.
     """
     contents = tf.convert_to_tensor(contents, tf.string)
+
+    def finish(window, ratio: int = 1):
+        if resize_to is None:
+            return window
+        # after a DCT-scaled decode the window is below 2x the output unless the scale ran out
+        return resize_square(window, resize_to, None if ratio in (1, JPEG_RATIOS[-1]) else False)
 
     def jpeg():
         hw = tf.image.extract_jpeg_shape(contents)[:2]
         start, extent = window_fn(hw)
         if min_side is None:
-            return tf.io.decode_and_crop_jpeg(contents, tf.concat([start, extent], 0), channels=3)
+            box = tf.concat([start, extent], 0)
+            return finish(tf.io.decode_and_crop_jpeg(contents, box, channels=3))
 
         def branch(ratio):
-            box = _scaled_box(start, extent, hw, ratio)
-            return lambda: tf.io.decode_and_crop_jpeg(contents, box, channels=3, ratio=ratio)
+            def decode():
+                box = _scaled_box(start, extent, hw, ratio)
+                window = tf.io.decode_and_crop_jpeg(contents, box, channels=3, ratio=ratio)
+                return finish(window, ratio)
+
+            return decode
 
         index = jpeg_ratio_index(extent, min_side)
         return tf.switch_case(index, [branch(r) for r in JPEG_RATIOS])
@@ -82,10 +112,12 @@ def decode_window(contents, window_fn: WindowFn, min_side: int | None = None) ->
     def other():
         image = decode_rgb(contents)
         start, extent = window_fn(tf.shape(image)[:2])
-        return tf.slice(image, tf.concat([start, [0]], 0), tf.concat([extent, [3]], 0))
+        window = tf.slice(image, tf.concat([start, [0]], 0), tf.concat([extent, [3]], 0))
+        return finish(window)
 
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-    return tf.ensure_shape(image, [None, None, 3])
+    side = [resize_to, resize_to] if resize_to else [None, None]
+    return tf.ensure_shape(image, [*side, 3])
 
 
 def whole_image(hw) -> tuple[tf.Tensor, tf.Tensor]:
