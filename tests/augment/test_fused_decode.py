@@ -193,3 +193,23 @@ def test_image_dtype_uint8_without_augmentation(jpeg_split):
     with pytest.raises(ValueError, match="image_dtype"):
         make_dataset(jpeg_split, num_classes=2, image_size=24, batch_size=8, training=False,
                      seed=0, image_dtype="float16")  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(60, 80), (400, 520)])  # full scale; a 1/4 DCT scale
+def test_decode_window_resizes_and_mirrors_inside_the_decode(shape):
+    data = tf.constant(_encode(_photo(*shape)))
+    window = _fixed([4, 6], [shape[0] - 8, shape[1] - 10])
+    plain = decode_window(data, window, min_side=24, resize_to=24)
+    assert plain.dtype == tf.float32 and plain.shape == (24, 24, 3)
+    flipped = decode_window(data, window, min_side=24, resize_to=24, flip=tf.constant(True))
+    kept = decode_window(data, window, min_side=24, resize_to=24, flip=tf.constant(False))
+    assert np.allclose(flipped.numpy(), plain.numpy()[:, ::-1], atol=1e-3)
+    assert np.array_equal(kept, plain)
+    png = tf.constant(_encode(_photo(*shape), "PNG"))
+    assert np.allclose(
+        decode_window(png, window, resize_to=24, flip=tf.constant(True)).numpy(),
+        decode_window(png, window, resize_to=24).numpy()[:, ::-1],
+        atol=1e-3,
+    )
+    with pytest.raises(ValueError, match="flip needs resize_to"):
+        decode_window(data, window, flip=tf.constant(True))

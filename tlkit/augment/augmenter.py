@@ -193,9 +193,9 @@ class Augmenter:
                 return tf.zeros([2], tf.int32), tf.cast(hw, tf.int32)
             return ops.crop_window(hw, virtual, size, seeds[3])
 
-        x = decode_window(contents, window_fn, min_side=size, resize_to=size)
         flip = self._mirror_draw(pixel_seeds[0])
-        return self._finish(ops.mirror_if(x, flip), pixel_seeds, flip is not None)
+        x = decode_window(contents, window_fn, min_side=size, resize_to=size, flip=flip)
+        return self._finish(x, pixel_seeds, flip is not None)
 
     def _finish(self, x, pixel_seeds, mirrored: bool) -> tf.Tensor:
         if self.pixel_ops_per_image:

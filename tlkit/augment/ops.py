@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tlkit.data.decode import resize_square
+from tlkit.data.decode import _mirror_if, resize_square
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as tf.image.rgb_to_grayscale
 
@@ -167,9 +167,7 @@ def resize_window(window, size: int, *, flip=None, antialias: bool | None = None
 
 def mirror_if(image, flip) -> tf.Tensor:
     """``image [H, W, C]`` mirrored when the scalar bool ``flip`` (None: as is)."""
-    if flip is None:
-        return image
-    return tf.cond(tf.reshape(flip, []), lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return _mirror_if(image, flip)
 
 
 def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:

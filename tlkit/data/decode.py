@@ -65,7 +65,11 @@ def resize_square(image, size: int, antialias: bool | None = None) -> tf.Tensor:
 
 
 def decode_window(
-    contents, window_fn: WindowFn, min_side: int | None = None, resize_to: int | None = None
+    contents,
+    window_fn: WindowFn,
+    min_side: int | None = None,
+    resize_to: int | None = None,
+    flip=None,
 ) -> tf.Tensor:
     """Decode only a window of an encoded image (and resize it).
 
@@ -77,6 +81,9 @@ def decode_window(
             still at least this many pixels on both axes; ``None`` always decodes at full scale.
         resize_to: Also resize the window to this square side (:func:`resize_square`), inside
             the decode branch: one fewer conditional per image, which tf.data pays for.
+        flip: With ``resize_to``, a scalar bool: mirror the resized window. For a JPEG the
+            branch is chosen with the decode scale (eight static branches), so mirroring adds
+            no conditional of its own.
 
     Returns:
         uint8 ``[h, w, 3]``: the window, or for a scaled JPEG decode the same region at
@@ -85,11 +92,18 @@ def decode_window(
     """
     contents = tf.convert_to_tensor(contents, tf.string)
 
-    def finish(window, ratio: int = 1):
+    if flip is not None and resize_to is None:
+        raise ValueError("decode_window: flip needs resize_to")
+
+    def finish(window, ratio: int = 1, mirrored: bool | None = None):
         if resize_to is None:
             return window
         # after a DCT-scaled decode the window is below 2x the output unless the scale ran out
-        return resize_square(window, resize_to, None if ratio in (1, JPEG_RATIOS[-1]) else False)
+        antialias = None if ratio in (1, JPEG_RATIOS[-1]) else False
+        x = resize_square(window, resize_to, antialias)
+        if mirrored is None:  # decided at run time
+            return _mirror_if(x, flip)
+        return tf.reverse(x, axis=[1]) if mirrored else x
 
     def jpeg():
         hw = tf.image.extract_jpeg_shape(contents)[:2]
@@ -98,16 +112,20 @@ def decode_window(
             box = tf.concat([start, extent], 0)
             return finish(tf.io.decode_and_crop_jpeg(contents, box, channels=3))
 
-        def branch(ratio):
+        def branch(ratio, mirrored):
             def decode():
                 box = _scaled_box(start, extent, hw, ratio)
                 window = tf.io.decode_and_crop_jpeg(contents, box, channels=3, ratio=ratio)
-                return finish(window, ratio)
+                return finish(window, ratio, mirrored)
 
             return decode
 
         index = jpeg_ratio_index(extent, min_side)
-        return tf.switch_case(index, [branch(r) for r in JPEG_RATIOS])
+        if flip is None:
+            return tf.switch_case(index, [branch(r, False) for r in JPEG_RATIOS])
+        index = 2 * index + tf.cast(tf.reshape(flip, []), tf.int32)
+        branches = [branch(r, m) for r in JPEG_RATIOS for m in (False, True)]
+        return tf.switch_case(index, branches)
 
     def other():
         image = decode_rgb(contents)
@@ -118,6 +136,12 @@ def decode_window(
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     side = [resize_to, resize_to] if resize_to else [None, None]
     return tf.ensure_shape(image, [*side, 3])
+
+
+def _mirror_if(image, flip) -> tf.Tensor:
+    if flip is None:
+        return image
+    return tf.cond(tf.reshape(flip, []), lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 def whole_image(hw) -> tuple[tf.Tensor, tf.Tensor]:
