@@ -179,7 +179,7 @@ class Augmenter:
 
         Only when :attr:`fuses_decode`; otherwise decode and call :meth:`per_image`.
         """
-        from tlkit.data.decode import decode_rgb, decode_window
+        from tlkit.data.decode import decode_rgb, decode_window, whole_image
 
         if not self.fuses_decode:
             return self.per_image(decode_rgb(contents), seed)
@@ -190,7 +190,7 @@ class Augmenter:
 
         def window_fn(hw):
             if virtual is None:
-                return tf.zeros([2], tf.int32), tf.cast(hw, tf.int32)
+                return whole_image(hw)
             return ops.crop_window(hw, virtual, size, seeds[3])
 
         flip = self._mirror_draw(pixel_seeds[0])
@@ -261,7 +261,7 @@ class Augmenter:
         """Mirror, colour shift and PCA colour on one image (the cache-friendly path).
 
         With uint8 output the rounding is folded into the clip (offsets + 0.5, clipped to
-        ``[0, 255.5)``, truncated by the cast): one pass fewer over the image.
+        ``[0, 255.75]``, truncated by the cast): one pass fewer over the image.
         """
         c = self.config
         x = image

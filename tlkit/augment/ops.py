@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tlkit.data.decode import _mirror_if, resize_square
+from tlkit.data.decode import mirror_if, resize_square
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as tf.image.rgb_to_grayscale
 
@@ -79,7 +79,7 @@ def flip_draw(p: float, seed) -> tf.Tensor:
 
 def flip_one(image, p: float, seed) -> tf.Tensor:
     """Mirror one ``[H, W, C]`` image with probability ``p`` (reverses only when drawn)."""
-    return tf.cond(flip_draw(p, seed), lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return mirror_if(image, flip_draw(p, seed))
 
 
 def crop_offsets(image_shape, size, seed) -> tuple[tf.Tensor, tf.Tensor]:
@@ -163,11 +163,6 @@ def resize_window(window, size: int, *, flip=None, antialias: bool | None = None
     window = tf.convert_to_tensor(window)
     x = resize_square(window, size, antialias)
     return tf.ensure_shape(mirror_if(x, flip), [size, size, window.shape[-1]])
-
-
-def mirror_if(image, flip) -> tf.Tensor:
-    """``image [H, W, C]`` mirrored when the scalar bool ``flip`` (None: as is)."""
-    return _mirror_if(image, flip)
 
 
 def resized_crop(images, virtual_size, size: int, seed=0, *, flip=None) -> tf.Tensor:

@@ -102,7 +102,7 @@ def decode_window(
         antialias = None if ratio in (1, JPEG_RATIOS[-1]) else False
         x = resize_square(window, resize_to, antialias)
         if mirrored is None:  # decided at run time
-            return _mirror_if(x, flip)
+            return mirror_if(x, flip)
         return tf.reverse(x, axis=[1]) if mirrored else x
 
     def jpeg():
@@ -138,7 +138,8 @@ def decode_window(
     return tf.ensure_shape(image, [*side, 3])
 
 
-def _mirror_if(image, flip) -> tf.Tensor:
+def mirror_if(image, flip) -> tf.Tensor:
+    """``image [H, W, C]`` mirrored when the scalar bool ``flip`` (None: as is)."""
     if flip is None:
         return image
     return tf.cond(tf.reshape(flip, []), lambda: tf.reverse(image, axis=[1]), lambda: image)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tlkit.augment.augmenter import seed_stream
 from tlkit.data.bundle import Split
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -112,7 +113,7 @@ def make_dataset(
     if training:
         ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=not cached)
     if fused:  # read the bytes; the augmenter decodes only its crop window
-        seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+        seeds = seed_stream(seed + 2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda example, s: (
                 _as_dtype(augmenter.decode_per_image(tf.io.read_file(example[0]), s), dtype),
@@ -131,7 +132,7 @@ def make_dataset(
             buffer = min(max(n, 1), max(1024, SHUFFLE_BUFFER_BYTES // (size * size * 3)))
             ds = ds.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=True)
     if augment and not fused:
-        seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+        seeds = seed_stream(seed + 2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda example, s: (
                 _per_image(augmenter, example[0], s, image_size, dtype),
@@ -145,7 +146,7 @@ def make_dataset(
     ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
     per_batch = getattr(augmenter, "per_batch", None) if augment else None
     if per_batch is not None:
-        seeds = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True).batch(2)
+        seeds = seed_stream(seed + 3)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda batch, s: _batch_as_dtype(per_batch(batch[0], batch[1], s), dtype),
             num_parallel_calls=calls,
