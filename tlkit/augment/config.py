@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tlkit.errors import UnknownNameError, UserError, closest
-from tlkit.recipes.base import Section
+from tlkit.section import Section
 
 #: VGG's crop side: scale-jitter sides are given for this input and scale with ``image_size``.
 REFERENCE_SIZE = 224

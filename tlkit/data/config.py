@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tlkit.recipes.base import Section
+from tlkit.section import Section
 
 SplitName = Literal["train", "val", "test"]
 

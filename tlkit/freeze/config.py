@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tlkit.recipes.base import Section
+from tlkit.section import Section
 
 KEYWORD_POLICIES = ("auto", "all", "none")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -7,17 +7,33 @@ raw 0..255 RGB images because preprocessing is a layer inside it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import keras
 from keras import layers, ops
+from pydantic import Field
 
 from tlkit.errors import InputSizeError, UserError
 from tlkit.models.registry import ModelInfo
+from tlkit.section import Section
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+
+
+class HeadConfig(Section):
+    """The new classifier put on the backbone, sized to the data's classes."""
+
+    type: Literal["avg", "max", "paper"] = Field(
+        "avg",
+        description="avg/max: global pooling then a dense softmax; paper: the architecture's "
+        "own classifier (e.g. VGG's FC-4096 x2 with dropout), sized to the data's classes.",
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+    hidden_units: list[int] = Field(
+        default_factory=list, description="Dense ReLU layers between pooling and classifier."
+    )
 
 
 @keras.saving.register_keras_serializable(package="tlkit")

@@ -14,21 +14,9 @@ from pydantic import Field, field_validator
 from tlkit.augment.config import AugmentConfig
 from tlkit.data.config import DataConfig
 from tlkit.freeze.config import FreezeConfig
-from tlkit.recipes.base import Section
-
-
-class HeadConfig(Section):
-    """The new classifier put on the backbone, sized to the data's classes."""
-
-    type: Literal["avg", "max", "paper"] = Field(
-        "avg",
-        description="avg/max: global pooling then a dense softmax; paper: the architecture's "
-        "own classifier (e.g. VGG's FC-4096 x2 with dropout), sized to the data's classes.",
-    )
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
-    hidden_units: list[int] = Field(
-        default_factory=list, description="Dense ReLU layers between pooling and classifier."
-    )
+from tlkit.models.heads import HeadConfig
+from tlkit.section import Section
+from tlkit.train.config import TrainSection
 
 
 class ModelSection(Section):
@@ -54,66 +42,6 @@ class WeightsSection(Section):
     )
     allow_partial: bool = Field(
         False, description="Allow backbone layers the file does not cover (they stay random)."
-    )
-
-
-class OptimizerConfig(Section):
-    name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the papers use 0.9).")
-    nesterov: bool = False
-    weight_decay: float = Field(
-        0.0, ge=0, description="L2 weight decay on conv/dense kernels only (not BN, not biases)."
-    )
-    clipnorm: float | None = Field(None, gt=0, description="Clip each gradient to this norm.")
-
-
-class ScheduleConfig(Section):
-    name: Literal["constant", "plateau", "step", "cosine", "onecycle"] = "constant"
-    factor: float = Field(0.1, gt=0, lt=1, description="plateau/step: multiply lr by this.")
-    patience: int = Field(2, ge=1, description="plateau: epochs without improvement.")
-    min_lr: float = Field(1e-6, ge=0)
-    step_epochs: int = Field(10, ge=1, description="step: epochs between drops.")
-    warmup_epochs: float = Field(0.0, ge=0, description="cosine/onecycle: linear warmup.")
-
-
-class TrainSection(Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1, description="Global batch (split across replicas).")
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    early_stopping: int | None = Field(
-        None, ge=1, description="Stop after this many epochs without validation improvement."
-    )
-    monitor: Literal["val_accuracy", "val_loss"] = Field(
-        "val_accuracy", description="What picks the best epoch, plateau and early stopping."
-    )
-    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
-        "auto",
-        description="tf.distribute strategy; auto: mirrored for several GPUs, one device for one, "
-        "default on CPU; multi_worker reads TF_CONFIG (docs/training.md).",
-    )
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
-        "float32",
-        description="Mixed precision keeps the classifier output in float32; float16 scales the loss.",
-    )
-    jit_compile: bool = Field(False, description="Compile the train step with XLA.")
-    aux_loss_weight: float = Field(
-        0.3, ge=0, description="GoogLeNet auxiliary classifiers' loss weight (the paper's 0.3)."
-    )
-    checkpoint_every_steps: int | None = Field(
-        None, ge=1,
-        description="Also checkpoint every N steps (atomic); a resumed run continues at that step.",
-    )
-    feature_cache: Literal["auto", "off"] = Field(
-        "auto",
-        description="auto: when the backbone is frozen for the whole run and augmentation is "
-        "off or mirroring only, compute its features once (cached in the run directory) and "
-        "train the head on them; off: run the backbone in every training step.",
-    )
-    verbose: int = Field(
-        1, ge=0, le=2, description="0 silent, 1 progress bar (2 when not a terminal), 2 a line per epoch."
     )
 
 
