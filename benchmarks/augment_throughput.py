@@ -19,24 +19,34 @@ with uint8 and float32 batches; the same with ``device: model`` (the pipeline de
 and resizes; mirror, colour shift and PCA colour run in the model, on the accelerator when
 there is one); and for comparison the augmenter on whole decoded images.
 
-    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 4] [--rounds 3]
-        [--jpeg-sizes 320x320,500x375,1024x768]
+albumentations' FancyPCA computes a PCA of every image; tlkit's PCA colour adds one offset per
+image from dataset statistics computed once: different algorithms, so the chains with
+FancyPCA are not like-for-like. Results go to benchmarks/results/augment_throughput.json
+(``--json PATH``, ``--no-save``); ``--quick`` is a smoke test (16 images, one 320x320 size).
+
+    python benchmarks/augment_throughput.py [--n-images 256] [--batch-size 64] [--seconds 4]
+        [--rounds 3] [--jpeg-sizes 320x320,500x375,1024x768] [--skip-jpeg] [--quick]
+        [--json PATH] [--no-save]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness, however this is run
 
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
+
+NAME = "augment_throughput"
+QUICK = {"n_images": 16, "batch_size": 8, "seconds": 0.6, "rounds": 1, "jpeg_sizes": "320x320"}
+ALBU = "albumentations Compose, per image"
+TLKIT_F32, TLKIT_U8 = "tlkit Augmenter, float32 out (default)", "tlkit Augmenter, uint8 out"
 
 
 def make_images(n: int, side: int = 256, seed: int = 0) -> np.ndarray:
@@ -50,38 +60,32 @@ def make_images(n: int, side: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(smooth + noise, 0, 255).astype(np.uint8)
 
 
-def timed(batches, seconds: float, warmup: int = 2) -> tuple[float, float]:
-    """Images per second drawn from an iterator of batches (or single images), and the
-    process CPU milliseconds per image (all threads; less sensitive to other processes)."""
-    it = iter(batches)
-    for _ in range(warmup):
-        next(it)
-    count, start, cpu = 0, time.perf_counter(), time.process_time()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        batch = next(it)
-        count += int(batch.shape[0]) if len(batch.shape) == 4 else 1
-    return count / elapsed, (time.process_time() - cpu) * 1000 / count
-
-
 def _images_only(ds):
     return (x[0] if isinstance(x, tuple) else x for x in ds)
+
+
+def pca_stats(images):
+    """Dataset PCA colour statistics (eigenvalues and eigenvectors of the pixel covariance)."""
+    from tlkit.augment import compute_pca_stats
+
+    return compute_pca_stats(images)
 
 
 def tlkit_batched(images, batch_size, stats):
     import tensorflow as tf
 
-    from tlkit.augment import ops
-    from tlkit.augment.augmenter import seed_stream
+    from tlkit.augment import ops, pixels
+    from tlkit.imageops import seed_stream
 
     def chain(x, seed):
         seeds = ops.split_seed(seed, 4)
         x = ops.flip_left_right(x, 0.5, seeds[0])
         x = ops.random_crop(x, 224, seeds[1])
         n = tf.shape(x)[0]
-        offsets = ops.rgb_offsets(n, 20.0, seeds[2]) + ops.pca_offsets(
+        offsets = pixels.rgb_offsets(n, 20.0, seeds[2]) + pixels.pca_offsets(
             n, stats.eigvals, stats.eigvecs, 0.1, seeds[3]
         )
-        return ops.clip_pixels(ops.add_channel_offsets(x, offsets))
+        return pixels.clip_pixels(pixels.add_channel_offsets(x, offsets))
 
     ds = tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
     ds = tf.data.Dataset.zip((ds, seed_stream(0)))
@@ -135,7 +139,7 @@ def albumentations_in_tf_data(images, batch_size):
     import tensorflow as tf
 
     from tlkit.augment.albumentations_backend import AlbumentationsRunner
-    from tlkit.augment.augmenter import seed_stream
+    from tlkit.imageops import seed_stream
 
     runner = AlbumentationsRunner(
         [
@@ -251,6 +255,160 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def in_memory_sources(images, bs, stats) -> dict:
+    """The four-op chain on uint8 images in memory, each way (None: albumentations' loop)."""
+    return {
+        TLKIT_F32: tlkit_augmenter(images, bs, stats),
+        TLKIT_U8: tlkit_augmenter(images, bs, stats, output_dtype="uint8"),
+        "tlkit Augmenter, pixel_ops=per_batch": tlkit_augmenter(
+            images, bs, stats, pixel_ops="per_batch"
+        ),
+        "tlkit standalone batched ops (tf.data)": tlkit_batched(images, bs, stats),
+        ALBU: None,
+        "albumentations via tlkit backend (tf.data)": albumentations_in_tf_data(images, bs),
+        "keras layers (tf.data, batched)": keras_layers(images, bs),
+    }
+
+
+JPEG_ROWS = (
+    "decode only",
+    "decode + resize, uint8",
+    "tlkit pipeline, uint8",
+    "decode + resize, float32",
+    "tlkit pipeline, float32",
+    "tlkit pipeline, uint8, device: model",
+    "whole decode + augment, uint8",
+)
+
+
+def jpeg_sources(images, folder: Path, width: int, height: int, bs, stats) -> dict:
+    """JPEG files of one size to 224x224 batches, each way in ``JPEG_ROWS``."""
+    paths = write_jpegs(images, folder, width, height)
+    tag = f"{width}x{height}"
+    pipelines = (
+        # all files of one size: decoded images batch without a resize
+        decode_pipeline(paths, bs, resize=None),
+        decode_pipeline(paths, bs, resize=224),
+        tlkit_pipeline(paths, bs, stats, "uint8"),
+        decode_pipeline(paths, bs, resize=224, out_dtype="float32"),
+        tlkit_pipeline(paths, bs, stats, "float32"),
+        tlkit_pipeline(paths, bs, stats, "uint8", device="model"),
+        whole_decode_augment(paths, bs, four_op_augmenter(stats, output_dtype="uint8")),
+    )
+    return {f"{tag} {row}": ds for row, ds in zip(JPEG_ROWS, pipelines, strict=True)}
+
+
+def measure(sources: dict, images, rounds: int, seconds: float) -> tuple[dict, dict]:
+    """Images/s and CPU ms per image of every source, in interleaved rounds (lists per round)."""
+    rates: dict[str, list[float]] = {name: [] for name in sources}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in sources}
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", flush=True)
+        for name, ds in sources.items():
+            batches = albumentations_loop(images) if ds is None else _images_only(ds)
+            rate, cost = harness.time_batches(batches, seconds / rounds)
+            rates[name].append(rate)
+            cpu_ms[name].append(cost)
+    return rates, cpu_ms
+
+
+def ratio(rates: dict, a: str, b: str, name: str) -> dict:
+    """``a`` / ``b`` in images/s: the median of the per-round ratios, and their range."""
+    per_round = np.array(rates[a]) / np.array(rates[b])
+    return {"name": name, "value": float(np.median(per_round))} | {
+        "rounds min": float(per_round.min()),
+        "rounds max": float(per_round.max()),
+    }
+
+
+def ratios_of(rates: dict, cpu: dict, sizes) -> list[dict]:
+    """tlkit against albumentations and Keras layers; end to end against decoding (the floor)."""
+    out = [
+        ratio(rates, TLKIT_U8, ALBU, "tlkit uint8 / albumentations, both uint8 out"),
+        ratio(rates, TLKIT_F32, ALBU, "tlkit float32 / albumentations"),
+        {"name": "CPU per image: albumentations / tlkit uint8", "value": cpu[ALBU] / cpu[TLKIT_U8]},
+        {
+            "name": "CPU per image: albumentations / tlkit float32",
+            "value": cpu[ALBU] / cpu[TLKIT_F32],
+        },
+        ratio(rates, TLKIT_F32, "keras layers (tf.data, batched)", "tlkit float32 / keras layers"),
+        ratio(
+            rates,
+            "tlkit standalone batched ops (tf.data)",
+            ALBU,
+            "tlkit batched ops / albumentations",
+        ),
+        ratio(
+            rates, TLKIT_U8, "tlkit Augmenter, pixel_ops=per_batch", "tlkit per_image / per_batch"
+        ),
+        ratio(
+            rates,
+            "albumentations via tlkit backend (tf.data)",
+            ALBU,
+            "albumentations: tlkit backend / loop",
+        ),
+    ]
+    for width, height in sizes:
+        tag = f"{width}x{height}"
+        pairs = (
+            ("tlkit pipeline, uint8", "decode only"),
+            ("tlkit pipeline, uint8", "decode + resize, uint8"),
+            ("tlkit pipeline, float32", "decode + resize, float32"),
+            ("tlkit pipeline, uint8, device: model", "decode + resize, uint8"),
+            ("decode + resize, uint8", "decode only"),
+            ("whole decode + augment, uint8", "decode + resize, uint8"),
+        )
+        for a, b in pairs:
+            out.append(ratio(rates, f"{tag} {a}", f"{tag} {b}", f"{tag}: {a} / {b}"))
+    return out
+
+
+def tables_of(rates: dict, cpu: dict, in_memory: list[str], sizes, args) -> list[dict]:
+    """The in-memory chain (a row per way) and end to end (a row per way, columns per size)."""
+    tables = [
+        {
+            "title": f"Four-op chain, {args.n_images} uint8 256x256 images in memory, batch "
+            f"{args.batch_size}; median of {args.rounds} round{'' if args.rounds == 1 else 's'}",
+            "columns": ["four-op chain", "images/s", "CPU ms / image"],
+            "rows": [[name, rates[name], cpu[name]] for name in in_memory],
+        }
+    ]
+    if sizes:
+        tags = [f"{w}x{h}" for w, h in sizes]
+        columns = ["JPEG files -> 224x224 batches"]
+        columns += [f"{tag} {unit}" for tag in tags for unit in ("img/s", "CPU ms")]
+        rows = [
+            [row, *(v for tag in tags for v in (rates[f"{tag} {row}"], cpu[f"{tag} {row}"]))]
+            for row in JPEG_ROWS
+        ]
+        tables.append({"title": "End to end", "columns": columns, "rows": rows})
+    return tables
+
+
+def goal_notes(ratios: list[dict], sizes) -> list[str]:
+    """The augmentation goals (10x albumentations; end to end within 10% of decoding) as met."""
+    value = {r["name"]: r["value"] for r in ratios}
+
+    def verdict(x: float, goal: float) -> str:
+        return f"{'met' if x >= goal else 'not met'} ({x:.3g}x)"
+
+    u8 = value["tlkit uint8 / albumentations, both uint8 out"]
+    f32 = value["tlkit float32 / albumentations"]
+    notes = [
+        f"Goal, at least 10x the albumentations chain in images/s: uint8 out {verdict(u8, 10)}, "
+        f"float32 out {verdict(f32, 10)} (the chain includes FancyPCA: not like-for-like)."
+    ]
+    for width, height in sizes:
+        tag = f"{width}x{height}"
+        cpu_path = value[f"{tag}: tlkit pipeline, uint8 / decode + resize, uint8"]
+        model = value[f"{tag}: tlkit pipeline, uint8, device: model / decode + resize, uint8"]
+        notes.append(
+            f"Goal at {tag}, end to end within 10% of decode + resize: uint8 pipeline "
+            f"{verdict(cpu_path, 0.9)}, with device: model {verdict(model, 0.9)}."
+        )
+    return notes
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-images", type=int, default=256)
@@ -259,137 +417,26 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--rounds", type=int, default=3, help="Interleaved rounds; the median is reported."
     )
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--skip-jpeg", action="store_true", help="Skip the end-to-end part.")
     parser.add_argument(
         "--jpeg-sizes", default="320x320,500x375,1024x768", help="WIDTHxHEIGHT,... of the JPEGs."
     )
-    args = parser.parse_args(argv)
-
-    import albumentations
-    import keras
-    import tensorflow as tf
-
-    from tlkit.augment import compute_pca_stats
-
+    args = harness.parse_args(parser, argv, QUICK)
+    run = harness.Run(NAME, args, argv)
     images = make_images(args.n_images)
-    stats = compute_pca_stats(images)
-    bs = args.batch_size
-    rows = {
-        "tlkit Augmenter, float32 out (default)": tlkit_augmenter(images, bs, stats),
-        "tlkit Augmenter, uint8 out": tlkit_augmenter(images, bs, stats, output_dtype="uint8"),
-        "tlkit Augmenter, pixel_ops=per_batch": tlkit_augmenter(
-            images, bs, stats, pixel_ops="per_batch"
-        ),
-        "tlkit standalone batched ops (tf.data)": tlkit_batched(images, bs, stats),
-        "albumentations Compose, per image": None,
-        "albumentations via tlkit backend (tf.data)": albumentations_in_tf_data(images, bs),
-        "keras layers (tf.data, batched)": keras_layers(images, bs),
-    }
-    jpeg_rows = {}
-    tmp = tempfile.TemporaryDirectory()
+    stats = pca_stats(images)
+    sources = in_memory_sources(images, args.batch_size, stats)
+    in_memory = list(sources)
     sizes = [] if args.skip_jpeg else parse_sizes(args.jpeg_sizes)
-    for width, height in sizes:
-        paths = write_jpegs(images, Path(tmp.name), width, height)
-        tag = f"{width}x{height}"
-        # all files of one size: decoded images batch without a resize
-        jpeg_rows[f"{tag} decode only"] = decode_pipeline(paths, bs, resize=None)
-        jpeg_rows[f"{tag} decode + resize, uint8"] = decode_pipeline(paths, bs, resize=224)
-        jpeg_rows[f"{tag} tlkit pipeline, uint8"] = tlkit_pipeline(paths, bs, stats, "uint8")
-        jpeg_rows[f"{tag} decode + resize, float32"] = decode_pipeline(
-            paths, bs, resize=224, out_dtype="float32"
-        )
-        jpeg_rows[f"{tag} tlkit pipeline, float32"] = tlkit_pipeline(paths, bs, stats, "float32")
-        jpeg_rows[f"{tag} tlkit pipeline, uint8, device: model"] = tlkit_pipeline(
-            paths, bs, stats, "uint8", device="model"
-        )
-        jpeg_rows[f"{tag} whole decode + augment, uint8"] = whole_decode_augment(
-            paths, bs, four_op_augmenter(stats, output_dtype="uint8")
-        )
-
-    def batches(name, ds):
-        return albumentations_loop(images) if ds is None else _images_only(ds)
-
-    window = args.seconds / args.rounds
-    samples: dict[str, list[float]] = {name: [] for name in (*rows, *jpeg_rows)}
-    cpu_ms: dict[str, list[float]] = {name: [] for name in samples}
-    for r in range(args.rounds):
-        print(f"round {r + 1}/{args.rounds}", flush=True)
-        for name, ds in (*rows.items(), *jpeg_rows.items()):
-            rate, cost = timed(batches(name, ds), window)
-            samples[name].append(rate)
-            cpu_ms[name].append(cost)
-    tmp.cleanup()
-    results = {name: float(np.median(values)) for name, values in samples.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for width, height in sizes:
+            sources |= jpeg_sources(images, Path(tmp), width, height, args.batch_size, stats)
+        rates, cpu_ms = measure(sources, images, args.rounds, args.seconds)
     cpu = {name: float(np.median(values)) for name, values in cpu_ms.items()}
-
-    def ratio(a: str, b: str) -> float:
-        return float(np.median(np.array(samples[a]) / np.array(samples[b])))
-
-    albu = "albumentations Compose, per image"
-    ratios = {
-        "tlkit float32 / albumentations": ratio("tlkit Augmenter, float32 out (default)", albu),
-        "tlkit uint8 / albumentations (both uint8)": ratio("tlkit Augmenter, uint8 out", albu),
-        "tlkit float32 / keras layers": ratio(
-            "tlkit Augmenter, float32 out (default)", "keras layers (tf.data, batched)"
-        ),
-        "tlkit batched ops / albumentations": ratio("tlkit standalone batched ops (tf.data)", albu),
-    }
-    ratios["CPU per image: albumentations / tlkit float32"] = (
-        cpu[albu] / cpu["tlkit Augmenter, float32 out (default)"]
-    )
-    ratios["CPU per image: albumentations / tlkit uint8"] = (
-        cpu[albu] / cpu["tlkit Augmenter, uint8 out"]
-    )
-    for width, height in sizes:
-        tag = f"{width}x{height}"
-        ratios[f"{tag}: tlkit uint8 / decode only"] = ratio(
-            f"{tag} tlkit pipeline, uint8", f"{tag} decode only"
-        )
-        for dtype in ("uint8", "float32"):
-            ratios[f"{tag}: tlkit {dtype} / decode + resize {dtype}"] = ratio(
-                f"{tag} tlkit pipeline, {dtype}", f"{tag} decode + resize, {dtype}"
-            )
-        ratios[f"{tag}: tlkit uint8 device: model / decode + resize uint8"] = ratio(
-            f"{tag} tlkit pipeline, uint8, device: model", f"{tag} decode + resize, uint8"
-        )
-        ratios[f"{tag}: whole decode + augment / decode + resize"] = ratio(
-            f"{tag} whole decode + augment, uint8", f"{tag} decode + resize, uint8"
-        )
-    print(
-        f"\nfour-op chain (flip, crop 256->224, colour shift, PCA colour), {args.n_images} uint8 "
-        f"256x256 images, batch {bs}; median of {args.rounds} rounds"
-    )
-    for name in rows:
-        print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
-    if jpeg_rows:
-        print("end to end: JPEG files -> 224x224 batches (four-op augmentation where named)")
-        for name in jpeg_rows:
-            print(f"  {name:<46} {results[name]:9.1f} img/s  {cpu[name]:6.2f} CPU ms/img")
-    print("ratios")
-    for name, value in ratios.items():
-        print(f"  {name:<58} {value:6.2f}")
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "load_average": os.getloadavg(),
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "albumentations": albumentations.__version__,
-            "numpy": np.__version__,
-        },
-        "settings": vars(args) | {"json": str(args.json) if args.json else None},
-        "images_per_second": results,
-        "cpu_ms_per_image": cpu,
-        "samples": samples,
-        "ratios": ratios,
-    }
-    print(json.dumps({"load_average": report["load_average"], **report["versions"]}))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    median = {name: float(np.median(values)) for name, values in rates.items()}
+    ratios = ratios_of(rates, cpu, sizes)
+    tables = tables_of(median, cpu, in_memory, sizes, args)
+    return run.finish(tables, ratios, goal_notes(ratios, sizes))
 
 
 if __name__ == "__main__":

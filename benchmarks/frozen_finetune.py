@@ -20,39 +20,30 @@ classes (a hue each, heavy pixel noise; 200 train / 56 val, stratified). Both he
 Adam at 0.01 (``--lr``): at the guide's default 0.001 a random VGG16's small, all-positive
 features need far more than 10 epochs.
 
-    python benchmarks/frozen_finetune.py [--epochs 10] [--images 256] [--size 96] [--json out.json]
+Results go to benchmarks/results/frozen_finetune.json (``--json PATH``, ``--no-save``);
+``--quick`` is a smoke test (40 images at 32x32, 1 epoch, 2 noise seeds).
+
+    python benchmarks/frozen_finetune.py [--epochs 10] [--images 256] [--size 96]
+        [--batch-size 32] [--lr 0.01] [--noise-seeds 20] [--quick] [--json PATH] [--no-save]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import re
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness, however this is run
 
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-class Timer:
-    """Wall-clock and CPU seconds (all threads of this process) of a ``with`` block.
-
-    CPU seconds barely move when another process shares the cores; wall seconds do.
-    """
-
-    def __enter__(self) -> Timer:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
+NAME = "frozen_finetune"
+QUICK = {"epochs": 1, "images": 40, "size": 32, "batch_size": 16, "noise_seeds": 2}
 
 
 def synthetic(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -111,37 +102,38 @@ def keras_guide(weights: Path, x_train, y_train, x_val, y_val, *, size, epochs, 
     import keras
     import tensorflow as tf
 
-    timer = Timer().__enter__()
-    keras.utils.set_random_seed(seed)
-    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
-    base.load_weights(weights)
-    base.trainable = False
-    inputs = keras.Input((size, size, 3))
-    x = keras.applications.vgg16.preprocess_input(inputs)
-    x = base(x, training=False)
-    pooled = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(0.2)(pooled)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.CategoricalCrossentropy(),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    with harness.Timer() as timer:
+        keras.utils.set_random_seed(seed)
+        base = keras.applications.VGG16(
+            weights=None, include_top=False, input_shape=(size, size, 3)
+        )
+        base.load_weights(weights)
+        base.trainable = False
+        inputs = keras.Input((size, size, 3))
+        x = keras.applications.vgg16.preprocess_input(inputs)
+        x = base(x, training=False)
+        pooled = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dropout(0.2)(pooled)
+        outputs = keras.layers.Dense(10, activation="softmax")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
 
-    def dataset(x, y, shuffle):
-        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), tf.one_hot(y, 10)))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed)
-        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+        def dataset(x, y, shuffle):
+            ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), tf.one_hot(y, 10)))
+            if shuffle:
+                ds = ds.shuffle(len(x), seed=seed)
+            return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
-    history = model.fit(
-        dataset(x_train, y_train, True),
-        epochs=epochs,
-        validation_data=dataset(x_val, y_val, False),
-        verbose=0,
-    )
-    timer.__exit__()
+        history = model.fit(
+            dataset(x_train, y_train, True),
+            epochs=epochs,
+            validation_data=dataset(x_val, y_val, False),
+            verbose=0,
+        )
     features = keras.Model(inputs, pooled).predict(x_val.astype(np.float32), verbose=0)
     return timer, history.history, features
 
@@ -204,9 +196,66 @@ def tlkit_run(weights: Path, data: Path, out: Path, *, size, epochs, batch, seed
         }
     )
     lines: list[str] = []
-    with Timer() as timer:
+    with harness.Timer() as timer:
         result = finetune(recipe, progress=False, log=lines.append)
     return timer, result.metrics, lines
+
+
+def tlkit_outputs(run_dir: Path, metrics: dict, lines: list[str]) -> dict:
+    """What this benchmark reads from a tlkit run: its metrics, log and run-directory files."""
+    feature_line = next(line for line in lines if line.startswith("feature cache:"))
+    return {
+        "fast_path": metrics["fast_path"],
+        "cache": run_dir / "feature_cache" / metrics["feature_cache"],  # train.npy, val.npy...
+        "val_order": tlkit_val_order(run_dir),
+        "features_seconds": float(re.search(r"once in ([0-9.]+)s", feature_line).group(1)),
+        "val_accuracy": [h["val_accuracy"] for h in metrics["history"]],
+        "model_keras_val_top1": metrics["val"]["top1"],
+    }
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def report(args, sizes, guide, guide_accuracy, tl, out, features, noise):
+    """The results table, the speed-ups, and notes on where tlkit's time goes and on accuracy."""
+    rows = [
+        ["Keras guide", guide.wall, guide.cpu, None, guide_accuracy[-1], max(guide_accuracy)],
+        ["tlkit, fast path", tl.wall, tl.cpu, out["features_seconds"]]
+        + [out["val_accuracy"][-1], max(out["val_accuracy"])],
+    ]
+    columns = ["recipe", "wall s", "CPU s", "of which features once, s"]
+    columns += ["val accuracy (last epoch)", "val accuracy (best)"]
+    title = (
+        f"Frozen VGG16 at {args.size}x{args.size}, {sizes[0]} train / {sizes[1]} val images, "
+        f"{plural(args.epochs, 'epoch')}, batch {args.batch_size}"
+    )
+    speedup = guide.wall / tl.wall
+    ratios = [
+        {"name": "speed-up, wall-clock (Keras guide / tlkit)", "value": speedup},
+        {"name": "speed-up, CPU seconds (Keras guide / tlkit)", "value": guide.cpu / tl.cpu},
+    ]
+    low, high = min(noise), max(noise)
+    inside = all(low <= round(a[-1], 4) <= high for a in (guide_accuracy, out["val_accuracy"]))
+    goal = ("met" if speedup >= 10 else "not met") if args.epochs == 10 else "not tested"
+    notes = [
+        f"tlkit's {tl.wall:.1f} s: {out['features_seconds']:.1f} s computing the features once "
+        f"(every image through VGG16 once, as one epoch of the guide does), "
+        f"{tl.wall - out['features_seconds']:.1f} s the rest; the guide took "
+        f"{guide.wall / args.epochs:.1f} s per epoch.",
+        f"Goal, at least 10x at 10 epochs: {goal} "
+        f"({speedup:.1f}x wall-clock at {plural(args.epochs, 'epoch')}).",
+        f"Validation features, tlkit's cache vs the guide's base: max |difference| "
+        f"{features[0]:.2g} (features up to {features[1]:.2f}).",
+        f"Noise: the same head on the same cached features, {len(noise)} seeds: final val "
+        f"accuracy {low:.2f}-{high:.2f} (mean {np.mean(noise):.2f}); the guide's "
+        f"{guide_accuracy[-1]:.2f} and tlkit's {out['val_accuracy'][-1]:.2f} "
+        + ("both fall in that range." if inside else "do not both fall in that range."),
+        f"tlkit's saved model.keras on the validation images: top-1 "
+        f"{out['model_keras_val_top1']:.2f}.",
+    ]
+    return [{"title": title, "columns": columns, "rows": rows}], ratios, notes
 
 
 def main(argv=None) -> dict:
@@ -217,107 +266,47 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate, both recipes.")
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
-    args = parser.parse_args(argv)
+    parser.add_argument("--noise-seeds", type=int, default=20, help="Head-only noise runs.")
+    args = harness.parse_args(parser, argv, QUICK)
+    run = harness.Run(NAME, args, argv)
 
-    import keras
     import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")  # retracing notes from the five small head fits
+    tf.get_logger().setLevel("ERROR")  # retracing notes from the small head fits
     images, labels = synthetic(args.images, args.size, args.seed)
     train, val = split(labels, seed=args.seed)
-    common = {
-        "size": args.size,
-        "epochs": args.epochs,
-        "batch": args.batch_size,
-        "seed": args.seed,
-        "lr": args.lr,
-    }
+    common = {"size": args.size, "epochs": args.epochs, "batch": args.batch_size}
+    common |= {"seed": args.seed, "lr": args.lr}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         weights = vgg16_weights(
             root / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", args.size, args.seed
         )
         data = write_folder(root / "images", images, labels, train, val)
-        print(
-            f"VGG16 at {args.size}x{args.size}, {len(train)} train / {len(val)} val images, "
-            f"{args.epochs} epochs, batch {args.batch_size}",
-            flush=True,
-        )
         tl, metrics, lines = tlkit_run(weights, data, root / "run", **common)
-        assert metrics["fast_path"], "\n".join(lines)
-        print(f"  tlkit (fast path)   {tl.wall:7.1f} s  ({tl.cpu:.1f} CPU s)", flush=True)
+        out = tlkit_outputs(root / "run", metrics, lines)
+        assert out["fast_path"], "\n".join(lines)
+        print(f"# tlkit (fast path) {tl.wall:.1f} s ({tl.cpu:.1f} CPU s)", flush=True)
         guide, history, guide_features = keras_guide(
             weights, images[train], labels[train], images[val], labels[val], **common
         )
-        print(f"  Keras guide         {guide.wall:7.1f} s  ({guide.cpu:.1f} CPU s)", flush=True)
-        folder = root / "run" / "feature_cache" / metrics["feature_cache"]
+        print(f"# Keras guide {guide.wall:.1f} s ({guide.cpu:.1f} CPU s)", flush=True)
         position = {index: row for row, index in enumerate(val)}
-        order = [position[i] for i in tlkit_val_order(root / "run")]
-        cached = np.load(folder / "val.npy")
-        feature_gap = float(np.max(np.abs(cached - guide_features[order])))
-        noise = head_noise(folder, epochs=args.epochs, batch=args.batch_size, lr=args.lr)
-    feature_line = next(line for line in lines if line.startswith("feature cache:"))
-    feature_seconds = float(re.search(r"once in ([0-9.]+)s", feature_line).group(1))
-    tl_hist = [h["val_accuracy"] for h in metrics["history"]]
-    results = {
-        "keras_guide": {
-            "seconds": round(guide.wall, 1),
-            "cpu_seconds": round(guide.cpu, 1),
-            "val_accuracy_last": round(history["val_accuracy"][-1], 4),
-            "val_accuracy_best": round(max(history["val_accuracy"]), 4),
-        },
-        "tlkit_fast_path": {
-            "seconds": round(tl.wall, 1),
-            "cpu_seconds": round(tl.cpu, 1),
-            "val_accuracy_last": round(tl_hist[-1], 4),
-            "val_accuracy_best": round(max(tl_hist), 4),
-            "model_keras_val_top1": round(metrics["val"]["top1"], 4),
-            "features_seconds": feature_seconds,
-            "features": feature_line,
-        },
-        "speedup": round(guide.wall / tl.wall, 2),
-        "speedup_cpu_seconds": round(guide.cpu / tl.cpu, 2),
-        "val_features_max_abs_difference": feature_gap,
-        "val_features_max_abs": float(np.max(np.abs(cached))),
-        "head_only_final_val_accuracy_20_seeds": noise,
-    }
-    print(
-        f"  tlkit's time: {feature_seconds:.1f} s computing the features once (every image through "
-        f"VGG16 once, as one epoch of the guide does), {tl.wall - feature_seconds:.1f} s the rest"
-    )
-    print(
-        f"  speed-up            {results['speedup']:7.2f}x wall-clock, "
-        f"{results['speedup_cpu_seconds']:.2f}x CPU seconds  (goal >= 10x)"
-    )
-    for name in ("keras_guide", "tlkit_fast_path"):
-        r = results[name]
-        print(
-            f"  {name:<19} val accuracy last epoch {r['val_accuracy_last']:.4f}, "
-            f"best {r['val_accuracy_best']:.4f}"
+        cached = np.load(out["cache"] / "val.npy")
+        gap = np.max(np.abs(cached - guide_features[[position[i] for i in out["val_order"]]]))
+        features = (float(gap), float(np.max(np.abs(cached))))
+        noise = head_noise(
+            out["cache"],
+            epochs=args.epochs,
+            batch=args.batch_size,
+            lr=args.lr,
+            seeds=args.noise_seeds,
         )
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-        "settings": vars(args) | {"json": str(args.json) if args.json else None},
-        "results": results,
-    }
-    print(
-        f"  validation features, tlkit cache vs the guide's base: max |difference| "
-        f"{feature_gap:.2e} (features up to {results['val_features_max_abs']:.2f})"
+    sizes = (len(train), len(val))
+    tables, ratios, notes = report(
+        args, sizes, guide, history["val_accuracy"], tl, out, features, noise
     )
-    print(f"  noise: the same head on the same features, 20 seeds, final val accuracy {noise}")
-    print(json.dumps(report["versions"]))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return run.finish(tables, ratios, notes)
 
 
 if __name__ == "__main__":

@@ -13,28 +13,33 @@ synthetic data, one run, one machine, for ResNet-50 and VGG16:
 Each in float32 and mixed precision (``mixed_float16`` on a GPU, ``mixed_bfloat16`` on a CPU,
 which has no fast float16 arithmetic), with XLA (``jit_compile``) off and on. Timing starts
 after ``--warmup`` steps (tracing and XLA compilation), forces the loss to the host every step
-and reports the batch size over the median step time. Tiny sizes on a CPU by default (64x64, batch 8, 6 steps); 224x224, batch 64, 30 steps
-when a GPU is present.
+and reports the batch size over the median step time. Tiny sizes on a CPU by default (64x64,
+batch 8, 6 steps); 224x224, batch 64, 30 steps when a GPU is present. Results go to
+benchmarks/results/train_throughput.json (``--json PATH``, ``--no-save``); ``--quick`` is a
+smoke test (VGG16 at 32x32, 3 steps, float32 without XLA).
 
     python benchmarks/train_throughput.py [--models resnet50,vgg16] [--size 64] [--batch 8]
         [--steps 6] [--warmup 2] [--precisions float32,mixed] [--xla off,on]
-        [--runners keras,tlkit] [--json results.json]
+        [--runners keras,tlkit] [--configs float32:off,...] [--quick] [--json PATH] [--no-save]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness, however this is run
 
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 
+NAME = "train_throughput"
+QUICK = {"models": "vgg16", "size": 32, "batch": 4, "steps": 3, "warmup": 1}
+QUICK |= {"configs": "float32:off"}
 CLASSES = 10
 
 
@@ -53,21 +58,6 @@ def step_timer():
             self.ends.append(time.perf_counter())
 
     return StepTimer()
-
-
-def images_per_second(ends: list[float], batch: int, warmup: int) -> float:
-    """Throughput from step end times: ``batch`` over the median step after ``warmup`` steps.
-
-    The median, not the mean, so a burst of load from another process on a shared machine
-    moves the figure less.
-    """
-    steps = np.diff(ends)[max(warmup, 1) - 1 :]
-    if warmup < 1 or len(steps) < 1:
-        raise ValueError(
-            f"need at least 1 warm-up step and 1 timed step; got {len(ends)} steps, "
-            f"{warmup} warm-up"
-        )
-    return batch / float(np.median(steps))
 
 
 def synthetic(size: int, batch: int, steps: int, seed: int = 0):
@@ -105,11 +95,14 @@ def run_keras(model_id: str, size: int, batch: int, steps: int, precision: str, 
 def run_tlkit(model_id: str, size: int, batch: int, steps: int, precision: str, xla: bool):
     import keras
 
+    from tlkit.freeze import Freezer
     from tlkit.models import get_model_info
     from tlkit.models.heads import build_transfer_model
     from tlkit.recipes.schema import Recipe
+    from tlkit.train.hooks import standard_hooks
+    from tlkit.train.plan import TrainPlan
     from tlkit.train.strategy import resolve_strategy
-    from tlkit.train.trainer import Trainer
+    from tlkit.train.trainer import Datasets, Trainer
 
     recipe = Recipe.model_validate(
         {
@@ -137,38 +130,18 @@ def run_tlkit(model_id: str, size: int, batch: int, steps: int, precision: str, 
     with tempfile.TemporaryDirectory() as run_dir:
         Trainer(
             model,
-            info=info,
-            recipe=recipe,
+            TrainPlan.from_recipe(recipe, train_images=steps * batch),
+            Datasets(synthetic(size, batch, steps)),
+            run_dir,
+            [*standard_hooks(), timer],
             strategy=strategy,
-            run_dir=run_dir,
-            train_ds=synthetic(size, batch, steps),
-            val_ds=None,
-            steps_per_epoch=steps,
-            train_images_per_class=1e9,
+            freezer=Freezer(model, info, recipe.freeze),
             log=lambda m: None,
-            callbacks=[timer],
         ).run(resume=False)
     return timer.ends
 
 
 RUNNERS = {"keras": run_keras, "tlkit": run_tlkit}
-
-
-def machine() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"{len(gpus)}x {details.get('device_name', 'GPU')}"
-    else:
-        device = f"CPU only, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
-    import keras
-
-    return (
-        f"{device}; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}; {datetime.date.today().isoformat()}"
-    )
 
 
 def measure(runner: str, model_id: str, precision: str, xla: bool, args) -> dict:
@@ -179,7 +152,7 @@ def measure(runner: str, model_id: str, precision: str, xla: bool, args) -> dict
     started = time.perf_counter()
     try:
         ends = RUNNERS[runner](model_id, args.size, args.batch, args.steps, precision, xla)
-        ips, error = images_per_second(ends, args.batch, args.warmup), None
+        ips, error = harness.rate_from_ends(ends, args.batch, args.warmup), None
     except Exception as exc:  # noqa: BLE001 - report and go on
         ips, error = float("nan"), f"{type(exc).__name__}: {exc}"[:120]
     finally:
@@ -201,7 +174,77 @@ def measure(runner: str, model_id: str, precision: str, xla: bool, args) -> dict
     return row
 
 
-def main(argv: list[str] | None = None) -> None:
+def configurations(args, gpu: bool) -> list[tuple[str, bool]]:
+    """(precision, XLA) pairs: ``--configs``, else every precision x XLA combination."""
+    mixed = "mixed_float16" if gpu else "mixed_bfloat16"
+    if args.configs:
+        pairs = [c.split(":") for c in args.configs.split(",")]
+    else:
+        pairs = [(p, x) for p in args.precisions.split(",") for x in args.xla.split(",")]
+    return [(mixed if p == "mixed" else p, x == "on") for p, x in pairs]
+
+
+def results_table(rows: list[dict]) -> dict:
+    """Images per second, against plain Keras float32 without XLA, and tlkit / Keras."""
+    speed = {(r["model"], r["runner"], r["precision"], r["xla"]): r["images_per_s"] for r in rows}
+    table = []
+    for r in rows:
+        base = speed.get((r["model"], "keras", "float32", False), float("nan"))
+        same = speed.get((r["model"], "keras", r["precision"], r["xla"]), float("nan"))
+        versus = r["images_per_s"] / same if r["runner"] == "tlkit" else None
+        xla = "on" if r["xla"] else "off"
+        cells = [r["images_per_s"], r["images_per_s"] / base, versus]
+        table.append([r["model"], r["runner"], r["precision"], xla, *cells])
+    columns = [
+        "model",
+        "runner",
+        "precision",
+        "XLA",
+        "images/s",
+        "vs keras float32",
+        "tlkit / keras",
+    ]
+    return {"title": "Training throughput", "columns": columns, "rows": table}
+
+
+def ratios_and_notes(rows: list[dict], gpu: bool) -> tuple[list[dict], list[str]]:
+    """tlkit / Keras per configuration, Keras' XLA and mixed-precision gains; failures."""
+    speed = {(r["model"], r["runner"], r["precision"], r["xla"]): r["images_per_s"] for r in rows}
+    mixed = "mixed_float16" if gpu else "mixed_bfloat16"
+    ratios = []
+    for (model, runner, precision, xla), ips in speed.items():
+        keras_ips = speed.get((model, "keras", precision, xla))
+        if runner == "tlkit" and keras_ips:
+            name = f"{model} {precision} XLA {'on' if xla else 'off'}: tlkit / keras"
+            ratios.append({"name": name, "value": ips / keras_ips})
+    for model in dict.fromkeys(r["model"] for r in rows):
+        base = speed.get((model, "keras", "float32", False))
+        for key, name in (
+            ((model, "keras", "float32", True), "XLA on / off, float32"),
+            ((model, "keras", mixed, False), f"{mixed} / float32, XLA off"),
+        ):
+            if base and key in speed:
+                ratios.append({"name": f"{model} keras: {name}", "value": speed[key] / base})
+    trainer = [r["value"] for r in ratios if r["name"].endswith("tlkit / keras")]
+    trainer = [v for v in trainer if v == v]
+    notes = (
+        [
+            f"tlkit's trainer ran at {min(trainer):.2f}-{max(trainer):.2f} of plain Keras' "
+            f"throughput over {len(trainer)} configuration{'s' if len(trainer) > 1 else ''}."
+        ]
+        if trainer
+        else []
+    )
+    for r in rows:
+        if r["error"]:
+            xla = "on" if r["xla"] else "off"
+            notes.append(
+                f"{r['model']} {r['runner']} {r['precision']} XLA {xla} failed: {r['error']}"
+            )
+    return ratios, notes
+
+
+def main(argv: list[str] | None = None) -> dict:
     import tensorflow as tf
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -219,59 +262,20 @@ def main(argv: list[str] | None = None) -> None:
         help="PRECISION:XLA pairs to run instead of every precision x XLA combination, "
         "e.g. float32:off,float32:on,mixed:off",
     )
-    parser.add_argument("--json", help="Also write the results here.")
-    args = parser.parse_args(argv)
-    mixed = "mixed_float16" if gpu else "mixed_bfloat16"
-    if args.configs:
-        pairs = [c.split(":") for c in args.configs.split(",")]
-    else:
-        pairs = [(p, x) for p in args.precisions.split(",") for x in args.xla.split(",")]
-    configs = [(mixed if p == "mixed" else p, x == "on") for p, x in pairs]
-    print(f"# {machine()}")
+    args = harness.parse_args(parser, argv, QUICK)
+    run = harness.Run(NAME, args, argv)
     print(
         f"# {args.size}x{args.size}, batch {args.batch}, {args.steps} steps "
         f"({args.warmup} warm-up steps not timed), synthetic data, SGD momentum 0.9"
     )
-    rows = []
-    for model_id in args.models.split(","):
-        for precision, xla in configs:
-            for runner in args.runners.split(","):
-                rows.append(measure(runner, model_id, precision, xla, args))
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": machine(), "args": vars(args), "rows": rows}, fh, indent=2)
-
-
-def format_table(rows: list[dict]) -> str:
-    """Markdown table; ratios against plain Keras float32 without XLA, and tlkit / Keras."""
-
-    def find(model, runner, precision, xla):
-        for r in rows:
-            if (r["model"], r["runner"], r["precision"], r["xla"]) == (
-                model,
-                runner,
-                precision,
-                xla,
-            ):
-                return r["images_per_s"]
-        return float("nan")
-
-    lines = [
-        "| model | runner | precision | XLA | images/s | vs keras float32 | tlkit / keras |",
-        "|---|---|---|---|---:|---:|---:|",
+    rows = [
+        measure(runner, model_id, precision, xla, args)
+        for model_id in args.models.split(",")
+        for precision, xla in configurations(args, gpu)
+        for runner in args.runners.split(",")
     ]
-    for r in rows:
-        base = find(r["model"], "keras", "float32", False)
-        same = find(r["model"], "keras", r["precision"], r["xla"])
-        versus = r["images_per_s"] / same if r["runner"] == "tlkit" else float("nan")
-        lines.append(
-            f"| {r['model']} | {r['runner']} | {r['precision']} | {'on' if r['xla'] else 'off'} "
-            f"| {r['images_per_s']:.1f} | {r['images_per_s'] / base:.2f}x | "
-            + (f"{versus:.2f}" if versus == versus else "")
-            + " |"
-        )
-    return "\n".join(lines)
+    ratios, notes = ratios_and_notes(rows, gpu)
+    return run.finish([results_table(rows)], ratios, notes)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_missing_official_file_offline_names_file_and_folder(tmp_path, monkeypat
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     with pytest.raises(WeightsError) as err:
-        official_weights_path("vgg16", include_top=False)
+        official_weights_path(get_model_info("vgg16").official_weights, False, model_id="vgg16")
     message = str(err.value)
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path / "models") in message
@@ -49,7 +49,7 @@ def test_official_file_in_cache_is_used_through_the_builder(tmp_path, monkeypatc
 
 def test_no_official_weights_for_googlenet():
     with pytest.raises(WeightsError, match="no official ImageNet weights"):
-        official_weights_path("googlenet", include_top=False)
+        official_weights_path(None, False, model_id="googlenet")
 
 
 def test_report_lists_missing_and_mismatched(tmp_path):
@@ -75,3 +75,36 @@ def test_keras3_weights_h5_loads_structurally_and_explains_misfit(tmp_path):
     c = keras.Sequential([keras.Input((4,)), keras.layers.Dense(7)])
     with pytest.raises(WeightsError, match="same architecture"):
         load_weights_file(c, tmp_path / "m.weights.h5")
+
+
+def test_backbone_weights_load_with_a_new_head_and_a_missing_layer_is_an_error(tmp_path):
+    from tlkit.models.heads import build_transfer_model, is_head_layer
+    from tlkit.weights import load_backbone_weights
+
+    info = get_model_info("lenet5")
+    previous = build_transfer_model(info, 3, image_size=32)  # a previous run: 3 classes
+    previous.save(tmp_path / "model.keras")
+    model = build_transfer_model(info, 5, image_size=32)  # the new data: 5 classes
+    head = {layer.name for layer in model.layers if is_head_layer(layer.name)}
+    kwargs = {"official": None, "model_id": "lenet5", "include_top": False, "head_layers": head}
+    report = load_backbone_weights(model, str(tmp_path / "model.keras"), **kwargs)
+    assert report.complete and "c5" in report.loaded and "predictions" not in report.loaded
+    for name in ("c1", "c3", "c5"):
+        for ours, theirs in zip(
+            model.get_layer(name).get_weights(),
+            previous.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(ours, theirs)
+
+    partial = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(6, 5, name="c1")])
+    _legacy_h5(partial, tmp_path / "c1_only.h5")
+    with pytest.raises(WeightsError, match="left unloaded") as err:
+        load_backbone_weights(model, str(tmp_path / "c1_only.h5"), **kwargs)
+    assert "missing: c3, c5" in str(err.value)  # the report is in the message
+    allowed = load_backbone_weights(
+        model, str(tmp_path / "c1_only.h5"), allow_partial=True, **kwargs
+    )
+    assert allowed.loaded == ["c1"] and allowed.missing == ["c3", "c5"]
+    with pytest.raises(WeightsError, match="not found"):
+        load_backbone_weights(model, str(tmp_path / "nowhere.h5"), **kwargs)

@@ -8,10 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
+import tlkit.augment.layer  # noqa: F401 - registers AugmentationLayer (augment.device: model)
+import tlkit.layers  # noqa: F401 - registers tlkit's custom layers
+from tlkit.data import BadImageError, DataConfig, Split, check_data, load_data, load_image_file
+from tlkit.data.images import is_image_file
+from tlkit.data.pipeline import make_dataset
 from tlkit.errors import UserError
-from tlkit.reports import confusion_matrix, per_class_report
+from tlkit.io import atomic_write_json
+from tlkit.reports import (
+    confusion_matrix,
+    per_class_report,
+    plot_confusion_matrix,
+    write_per_class_csv,
+)
 
 
 @dataclass
@@ -29,11 +41,6 @@ def load_trained(run_or_model: str | Path) -> LoadedModel:
 
     A bare ``.keras`` file without a ``labels.json`` beside it gets class names ``0..n-1``.
     """
-    import keras
-
-    import tlkit.augment  # noqa: F401 - registers augmentation layers a model may hold
-    import tlkit.models  # noqa: F401 - registers tlkit's custom layers
-
     # Keras 3.15 warns when a one-input model named "image" is called with a bare tensor.
     warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
@@ -107,8 +114,6 @@ def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
     are a user error. ``split`` picks ``train``, ``val``, ``test`` or ``all`` of a source that
     has split folders; a plain class folder is evaluated whole.
     """
-    from tlkit.data import DataConfig, check_data, load_data, make_dataset
-
     loaded = load_trained(run_or_model)
     bundle = load_data(DataConfig(source=data), seed=0)
     check_data(bundle, None, progress=False, min_images_per_class=1)
@@ -131,8 +136,6 @@ def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
 
 def _concat(splits: list, remap: np.ndarray):
     """One split holding ``splits`` in order, labels mapped through ``remap``."""
-    from tlkit.data import Split
-
     labels = np.concatenate([remap[s.labels] for s in splits])
     origins = [o for s in splits for o in s.origins]
     if all(s.in_memory for s in splits):
@@ -151,9 +154,6 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
         ``(results, skipped)``: one result per readable image (``path``, ``top``: list of
         ``{label, probability}``) and the files that could not be read, with the reason.
     """
-    from tlkit.data import BadImageError, load_image_file
-    from tlkit.data.images import is_image_file
-
     loaded = load_trained(run_or_model)
     files: list[Path] = []
     for p in map(Path, paths):
@@ -187,9 +187,6 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
 
 def write_evaluation(folder: str | Path, result: Evaluation, class_names: list[str]) -> None:
     """``evaluation.json``, ``confusion_matrix.png`` and ``per_class.csv`` into ``folder``."""
-    from tlkit.io import atomic_write_json
-    from tlkit.reports import plot_confusion_matrix, write_per_class_csv
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "evaluation.json", result.as_dict())

@@ -9,13 +9,42 @@ never a silent fall-back to random weights.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
+import keras
+
+import tlkit.layers  # noqa: F401 - registers tlkit's custom layers (for .keras files)
 from tlkit.errors import UserError, WeightsError
+
+
+@dataclass(frozen=True)
+class OfficialWeights:
+    """Where keras.applications keeps the ImageNet weights for an architecture.
+
+    The registry entry of an architecture carries one (``ModelInfo.official_weights``); the
+    functions here take it, so they never look an architecture up.
+
+    Attributes:
+        top: (file name, md5 hash) of the file with the classifier.
+        notop: (file name, md5 hash) of the file without it.
+        base_url: Folder URL the file names are appended to.
+        cache_subdir: Keras cache folder (``~/.keras/<cache_subdir>``).
+    """
+
+    top: tuple[str, str]
+    notop: tuple[str, str]
+    base_url: str
+    cache_subdir: str = "models"
+
+    def file(self, include_top: bool) -> tuple[str, str]:
+        return self.top if include_top else self.notop
 
 
 @dataclass
@@ -77,8 +106,10 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
 
 
-def official_weights_path(model_id: str, include_top: bool, *, download: bool = True) -> Path:
-    """Return the local path of the official ImageNet file for ``model_id``.
+def official_weights_path(
+    official: OfficialWeights | None, include_top: bool, *, model_id: str, download: bool = True
+) -> Path:
+    """Return the local path of an architecture's official ImageNet file.
 
     Looks in Keras' cache first (checking the md5 hash), then downloads it through
     ``keras.utils.get_file`` unless ``download`` is False or ``TLKIT_OFFLINE=1``.
@@ -88,13 +119,9 @@ def official_weights_path(model_id: str, include_top: bool, *, download: bool = 
             machine and cannot be fetched (the message names the file and where to put it),
             or the cached file's hash is wrong.
     """
-    from tlkit.models.registry import get_model_info
-
-    info = get_model_info(model_id)
-    official = info.official_weights
     if official is None:
         raise WeightsError(
-            f"{info.id} has no official ImageNet weights (only vgg16, vgg19, resnet50, "
+            f"{model_id} has no official ImageNet weights (only vgg16, vgg19, resnet50, "
             "resnet101 and resnet152 do). Use weights 'none' to train from scratch, or a path "
             "to a weights file."
         )
@@ -110,9 +137,7 @@ def official_weights_path(model_id: str, include_top: bool, *, download: bool = 
             raise WeightsError(f"{target} is corrupt (md5 differs from {md5}). {place_it}")
         return target
     if not download or os.environ.get("TLKIT_OFFLINE") == "1":
-        raise WeightsError(f"ImageNet weights for {info.id} are not on this machine. {place_it}")
-    import keras
-
+        raise WeightsError(f"ImageNet weights for {model_id} are not on this machine. {place_it}")
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(float(os.environ.get("TLKIT_DOWNLOAD_TIMEOUT", "30")))
     try:
@@ -122,7 +147,7 @@ def official_weights_path(model_id: str, include_top: bool, *, download: bool = 
         )
     except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
         raise WeightsError(
-            f"ImageNet weights for {info.id} are not on this machine and could not be "
+            f"ImageNet weights for {model_id} are not on this machine and could not be "
             f"downloaded ({type(exc).__name__}: {exc}). {place_it}"
         ) from None
     finally:
@@ -131,8 +156,6 @@ def official_weights_path(model_id: str, include_top: bool, *, download: bool = 
 
 
 def _md5(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.md5()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -162,8 +185,6 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, list]:
 
 
 def _is_keras3_weights(path: Path) -> bool:
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             return "layer_names" not in f.attrs and "model_weights" not in f and "layers" in f
@@ -172,8 +193,6 @@ def _is_keras3_weights(path: Path) -> bool:
 
 
 def _read_h5(path: Path) -> dict[str, list]:
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
@@ -199,10 +218,6 @@ def _read_legacy_group(group) -> dict[str, list]:
 
 
 def _read_keras_archive(path: Path) -> dict[str, list]:
-    import keras
-
-    import tlkit.models  # noqa: F401 - registers tlkit's custom layers
-
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001
@@ -287,14 +302,23 @@ def _ordered_weights(layer) -> list:
     return list(layer.trainable_weights) + list(layer.non_trainable_weights)
 
 
-def load_builder_weights(model, model_id: str, weights: Any, *, include_top: bool) -> LoadReport:
+def load_builder_weights(
+    model, weights: Any, *, official: OfficialWeights | None, model_id: str, include_top: bool
+) -> LoadReport:
     """Load ``weights`` ("imagenet" or a path) into a model a builder just made; all or nothing.
+
+    Args:
+        model: The freshly built model.
+        weights: ``"imagenet"`` or a file path.
+        official: The architecture's official files (None: it has none).
+        model_id: Its registry id, for messages.
+        include_top: Whether the model has the classifier (which official file fits).
 
     Raises:
         WeightsError: a layer of the model was not found in the file or has other shapes.
     """
     if weights == "imagenet":
-        path = official_weights_path(model_id, include_top)
+        path = official_weights_path(official, include_top, model_id=model_id)
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
     else:
@@ -305,5 +329,53 @@ def load_builder_weights(model, model_id: str, weights: Any, *, include_top: boo
             f"{path} does not fit {model.name}:\n{report.format()}\n"
             "Check include_top/classes match the file, or load partially with "
             "tlkit.weights.load_weights_file."
+        )
+    return report
+
+
+def load_backbone_weights(
+    model,
+    source: str,
+    *,
+    official: OfficialWeights | None,
+    model_id: str,
+    include_top: bool,
+    head_layers: Collection[str],
+    allow_partial: bool = False,
+) -> LoadReport:
+    """Load pretrained weights into a transfer model's backbone (its new head stays as built).
+
+    Args:
+        model: The transfer model.
+        source: ``"imagenet"`` (the official file, through Keras' cache) or a file path
+            (``.h5``, ``.weights.h5``, ``.keras``; a previous run's ``model.keras`` too, whose
+            head loads when it fits).
+        official: The backbone's official files (None: it has none).
+        model_id: Its registry id, for messages.
+        include_top: Load the official file with the classifier (the architecture's own head).
+        head_layers: Names of the model's head layers: not looked for in an official file, and
+            a head that a file does not fit is expected, not an error.
+        allow_partial: Let backbone layers the file does not cover keep their initial values.
+
+    Raises:
+        WeightsError: the file is missing or, unless ``allow_partial``, leaves backbone layers
+            unloaded (the message holds the load report).
+    """
+    head = set(head_layers)
+    if source == "imagenet":
+        path = official_weights_path(official, include_top, model_id=model_id)
+        backbone = [layer.name for layer in model.layers if layer.weights and layer.name not in head]
+        report = load_weights_file(model, path, layers=backbone)
+    else:
+        if not Path(source).exists():
+            raise WeightsError(f"weights file not found: {source}")
+        report = load_weights_file(model, source)
+        report.mismatched = [m for m in report.mismatched if m[0] not in head]
+        report.missing = [m for m in report.missing if m not in head]
+    if not report.complete and not allow_partial:
+        raise WeightsError(
+            f"backbone layers were left unloaded from {report.source}:\n{report.format()}\n"
+            "Fix the file, or set weights.allow_partial: true to train those layers from "
+            "random values."
         )
     return report

@@ -6,6 +6,7 @@ from tlkit.augment import (
     IMAGENET_PCA,
     AugmentConfig,
     augment_preset,
+    augmentation_layer,
     build_augmenter,
     compute_pca_stats,
 )
@@ -152,8 +153,8 @@ def test_device_model_leaves_pixel_ops_to_the_layer():
     seeds = tf.random.experimental.stateless_split(aug._fold([1, 1]), 2)
     expected, _ = aug.mix_batch(images, labels, seeds[1], fold=False)
     assert np.allclose(mixed, expected)
-    assert aug.model_layer() is not None
-    assert build_augmenter(augment_preset("light"), image_size=8).model_layer() is None
+    assert augmentation_layer(aug) is not None
+    assert augmentation_layer(build_augmenter(augment_preset("light"), image_size=8)) is None
 
 
 def test_pca_from_config_or_argument():

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tlkit.augment import IMAGENET_PCA, augment_preset, build_augmenter, ops
 from tlkit.data import Split, make_dataset
-from tlkit.data.decode import decode_rgb, decode_window, jpeg_ratio_index, whole_image
+from tlkit.imageops import decode_rgb, decode_window, jpeg_ratio_index, whole_image
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tlkit.augment import ops
+from tlkit.augment import ops, pixels
 
 
 def test_flip_rate_matches_p():
@@ -75,7 +75,7 @@ def test_scale_jitter_output(coord_images):
 
 def test_colour_offsets_stay_within_max_offset():
     images = np.full([500, 4, 4, 3], 128.0, np.float32)
-    out = ops.colour_shift(images, 20.0, seed=11).numpy()
+    out = pixels.colour_shift(images, 20.0, seed=11).numpy()
     delta = out - images
     # one offset per image and channel, the same at every pixel
     assert np.allclose(delta, delta[:, :1, :1, :], atol=1e-4)
@@ -87,17 +87,17 @@ def test_colour_offsets_stay_within_max_offset():
 
 def test_brightness_contrast_saturation_bounds():
     images = np.full([300, 4, 4, 3], 128.0, np.float32)
-    out = ops.colour_shift(images, 0.0, seed=2, brightness=0.1).numpy() - 128.0
+    out = pixels.colour_shift(images, 0.0, seed=2, brightness=0.1).numpy() - 128.0
     assert np.abs(out).max() <= 25.5 + 1e-3
     assert np.allclose(out, out[..., :1], atol=1e-4)  # the same for every channel
     # contrast keeps the mean; saturation keeps grey pixels grey
     random = tf.random.uniform([8, 6, 6, 3], 0, 255, seed=3)
-    contrasted = ops.random_contrast(random, 0.5, seed=1)
+    contrasted = pixels.random_contrast(random, 0.5, seed=1)
     assert np.allclose(
         tf.reduce_mean(contrasted, [1, 2]), tf.reduce_mean(random, [1, 2]), atol=1e-3
     )
     grey = tf.tile(tf.random.uniform([8, 6, 6, 1], 0, 255, seed=4), [1, 1, 1, 3])
-    assert np.allclose(ops.random_saturation(grey, 0.5, seed=1), grey, atol=1e-3)
+    assert np.allclose(pixels.random_saturation(grey, 0.5, seed=1), grey, atol=1e-3)
 
 
 def _random_rotation(seed=0):
@@ -109,10 +109,10 @@ def test_pca_colour_adds_eigvecs_times_alpha_eigvals_to_every_pixel():
     eigvecs = _random_rotation(1)
     eigvals = np.array([0.05, 0.01, 0.002])
     images = tf.random.uniform([64, 8, 8, 3], 60, 190, seed=5)
-    out = ops.pca_colour(images, eigvals, eigvecs, sigma=0.1, seed=[4, 2]).numpy()
+    out = pixels.pca_colour(images, eigvals, eigvecs, sigma=0.1, seed=[4, 2]).numpy()
     delta = out - images.numpy()
     assert np.allclose(delta, delta[:, :1, :1, :], atol=1e-3)  # constant across pixels
-    alpha = ops.pca_alpha(64, 0.1, [4, 2]).numpy()
+    alpha = pixels.pca_alpha(64, 0.1, [4, 2]).numpy()
     expected = 255.0 * (eigvecs @ (alpha * eigvals).T).T
     assert np.allclose(delta[:, 0, 0, :], expected, atol=1e-3)
 
@@ -122,12 +122,12 @@ def test_pca_colour_moves_pixels_only_along_the_eigenvectors():
     direction = np.array([0.8, 0.5, 0.33])
     direction /= np.linalg.norm(direction)
     t = np.random.default_rng(0).uniform(-60, 60, size=(2000, 1))
-    pixels = 128 + t * direction
+    colours = 128 + t * direction
     from tlkit.augment import compute_pca_stats
 
-    stats = compute_pca_stats(pixels.reshape(1, 2000, 1, 3))
+    stats = compute_pca_stats(colours.reshape(1, 2000, 1, 3))
     images = np.full([300, 3, 3, 3], 128.0, np.float32)
-    delta = ops.pca_colour(images, stats.eigvals, stats.eigvecs, 0.1, seed=9).numpy() - images
+    delta = pixels.pca_colour(images, stats.eigvals, stats.eigvecs, 0.1, seed=9).numpy() - images
     delta = delta[:, 0, 0, :]
     assert np.abs(delta).max() > 0.05
     residual = delta - np.outer(delta @ direction, direction)
@@ -144,13 +144,13 @@ def test_same_seed_same_result_different_seed_different():
     def chain(seed):
         x = ops.flip_left_right(images, 0.5, seed)
         x = ops.random_crop(x, 12, seed)
-        x = ops.colour_shift(x, 20.0, seed)
-        return ops.pca_colour(x, [0.2, 0.02, 0.004], np.eye(3), 0.1, seed).numpy()
+        x = pixels.colour_shift(x, 20.0, seed)
+        return pixels.pca_colour(x, [0.2, 0.02, 0.004], np.eye(3), 0.1, seed).numpy()
 
     assert np.array_equal(chain([1, 2]), chain([1, 2]))
     assert not np.array_equal(chain([1, 2]), chain([1, 3]))
-    graph = tf.function(lambda s: ops.colour_shift(images, 20.0, s))
-    assert np.allclose(graph(tf.constant([1, 2])), ops.colour_shift(images, 20.0, [1, 2]))
+    graph = tf.function(lambda s: pixels.colour_shift(images, 20.0, s))
+    assert np.allclose(graph(tf.constant([1, 2])), pixels.colour_shift(images, 20.0, [1, 2]))
 
 
 def test_affine_and_warp_identity_at_zero_and_bounded():
@@ -183,14 +183,14 @@ def test_mixup_and_cutmix_mix_labels_consistently():
     n = 16
     images = np.stack([np.full([8, 8, 3], 10.0 * i, np.float32) for i in range(n)])
     labels = tf.one_hot(tf.range(n), n)
-    mixed, mixed_labels = ops.mixup(images, labels, 0.4, seed=1)
+    mixed, mixed_labels = pixels.mixup(images, labels, 0.4, seed=1)
     assert np.allclose(tf.reduce_sum(mixed_labels, 1), 1.0)
     # each mixed image is constant: lam * own + (1 - lam) * partner, with the label weights
     values = mixed.numpy()[:, 0, 0, 0]
     expected = mixed_labels.numpy() @ (10.0 * np.arange(n))
     assert np.allclose(values, expected, atol=1e-3)
 
-    cut, cut_labels = ops.cutmix(images, labels, 1.0, seed=2)
+    cut, cut_labels = pixels.cutmix(images, labels, 1.0, seed=2)
     own = cut_labels.numpy()[np.arange(n), np.arange(n)]
     pixels_kept = (cut.numpy()[..., 0] == images[..., 0]).mean(axis=(1, 2))
     partner_same = cut_labels.numpy().max(axis=1) == 1.0  # paired with itself or no box
@@ -198,7 +198,7 @@ def test_mixup_and_cutmix_mix_labels_consistently():
     assert np.allclose(tf.reduce_sum(cut_labels, 1), 1.0)
 
     with pytest.raises(ValueError, match="one-hot"):
-        ops.mixup(images, tf.range(n), 0.2, seed=1)
+        pixels.mixup(images, tf.range(n), 0.2, seed=1)
 
 
 def test_resized_crop_is_resize_then_crop_in_one_pass():
@@ -228,5 +228,5 @@ def test_add_channel_offsets_equals_broadcast():
     images = tf.random.uniform([3, 5, 7, 3], 0, 255, seed=8)
     offsets = tf.random.uniform([3, 3], -20, 20, seed=9)
     expected = images + offsets[:, None, None, :]
-    assert np.allclose(ops.add_channel_offsets(images, offsets), expected)
-    assert np.allclose(ops.add_channel_offsets(images[1], offsets[1]), expected[1])
+    assert np.allclose(pixels.add_channel_offsets(images, offsets), expected)
+    assert np.allclose(pixels.add_channel_offsets(images[1], offsets[1]), expected[1])

@@ -76,7 +76,7 @@ def test_fast_path_model_is_a_full_image_model(both_ways):
 
     from tlkit.data.pipeline import iterate_images
     from tlkit.evaluate import load_trained
-    from tlkit.train.feature_cache import build_head_model
+    from tlkit.models.heads import build_head_model
 
     _, runs = both_ways
     fast, slow = runs["fast"][0], runs["slow"][0]
@@ -170,7 +170,7 @@ def small():
 
 
 def _key(model, splits, info, **kw):
-    from tlkit.train.feature_cache import cache_key, key_parts
+    from tlkit.train.feature_store import cache_key, key_parts
 
     args = {"backbone": info.id, "image_size": 32, "preprocessing": info.preprocessing, **kw}
     return cache_key(key_parts(model, splits, **args))
@@ -210,7 +210,7 @@ def test_cache_key_follows_data_and_weights_not_the_head(small):
 
 def test_file_data_key_follows_the_files(tmp_path):
     from tlkit.data.bundle import Split
-    from tlkit.train.feature_cache import data_digest
+    from tlkit.train.feature_store import data_digest
 
     data = make_image_folder(tmp_path / "d", classes=2, per_class=2, size=8)
     paths = sorted(str(p) for p in data.rglob("*.png"))
@@ -221,7 +221,7 @@ def test_file_data_key_follows_the_files(tmp_path):
 
 
 def test_features_are_computed_once_then_reused(small, tmp_path, monkeypatch):
-    import tlkit.train.feature_cache as fc
+    import tlkit.train.feature_store as fc
 
     info, model, splits = small
     lines: list[str] = []
@@ -268,7 +268,8 @@ def test_features_are_computed_once_then_reused(small, tmp_path, monkeypatch):
 
 
 def test_flipped_features_are_the_mirrored_images_features(small, tmp_path):
-    from tlkit.train.feature_cache import cached_features, feature_extractor
+    from tlkit.models.heads import feature_extractor
+    from tlkit.train.feature_store import cached_features
 
     _, model, splits = small
     cached = cached_features(
@@ -299,7 +300,7 @@ def _epoch(ds):
 
 
 def test_mirroring_picks_flipped_features_with_the_mirror_probability():
-    from tlkit.train.feature_cache import feature_dataset
+    from tlkit.train.routes import feature_dataset
 
     n = 400
     original = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
@@ -334,7 +335,7 @@ def test_mirroring_picks_flipped_features_with_the_mirror_probability():
 
 
 def test_class_weights_become_sample_weights():
-    from tlkit.train.feature_cache import feature_dataset
+    from tlkit.train.routes import feature_dataset
 
     features = np.zeros((6, 2), np.float32)
     labels = np.array([0, 1, 1, 1, 1, 1])
@@ -366,10 +367,12 @@ def test_class_weights_become_sample_weights():
 def test_plan_says_when_and_why(change, use, frozen, needle):
     import tensorflow as tf
 
+    from tlkit.freeze import Freezer
     from tlkit.models import get_model_info
     from tlkit.models.heads import build_transfer_model
     from tlkit.recipes.schema import Recipe
-    from tlkit.train.feature_cache import plan_fast_path
+    from tlkit.train.plan import TrainPlan
+    from tlkit.train.routes import plan_feature_cache
 
     doc = {"model": {"backbone": "lenet5", "image_size": 32}, "freeze": {"policy": "all"}}
     for key, value in change.items():
@@ -377,8 +380,14 @@ def test_plan_says_when_and_why(change, use, frozen, needle):
     recipe = Recipe.model_validate(doc)
     info = get_model_info("lenet5")
     model = build_transfer_model(info, 3, image_size=32, head=recipe.model.head)
-    plan = plan_fast_path(
-        recipe, model, info, tf.distribute.get_strategy(), train_images_per_class=10
+    plan = plan_feature_cache(
+        model,
+        Freezer(model, info, recipe.freeze, train_images_per_class=10),
+        TrainPlan.from_recipe(recipe, train_images=30).stages,
+        head_type=recipe.model.head.type,
+        augment=recipe.augment,
+        feature_cache=recipe.train.feature_cache,
+        strategy=tf.distribute.get_strategy(),
     )
     assert (plan.use, plan.frozen) == (use, frozen)
     assert needle in plan.reason
@@ -395,7 +404,7 @@ def test_a_run_restarted_before_its_first_epoch_keeps_its_feature_cache(tmp_path
     (run / "recipe.yaml").write_text("name: run\n")
     (run / "labels.json").write_text("{}")
     recipe = _recipe(tmp_path / "data", run)
-    assert resolve_run_dir(recipe) == (run, False)
+    assert resolve_run_dir(recipe.output, recipe.name) == (run, False)
     assert sorted(p.name for p in run.iterdir()) == ["feature_cache"]
     assert (run / "feature_cache" / "k" / "train.npy").exists()
-    assert resolve_run_dir(recipe) == (run, False)  # only the cache left: still a run directory
+    assert resolve_run_dir(recipe.output, recipe.name) == (run, False)  # only the cache left: still a run directory

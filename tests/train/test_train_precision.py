@@ -40,13 +40,13 @@ def test_mixed_precision_trains_with_float32_predictions_and_resumes(tmp_path, p
     assert model.get_layer("c1").compute_dtype == compute
     assert model.get_layer("c1").variable_dtype == "float32"  # master weights stay float32
     before = [np.array(w) for w in model.trainable_weights]
-    commit = trainer._commit
+    commit = trainer.commit
 
     def commit_then_die(*args, **kwargs):
         commit(*args, **kwargs)
         raise Killed
 
-    trainer._commit = commit_then_die
+    trainer.commit = commit_then_die
     with pytest.raises(Killed):
         trainer.run()
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -107,7 +107,7 @@ def test_jit_compile_reaches_compile_and_the_custom_loop(tmp_path):
     )
     assert loop._gradients._jit_compile and loop._evaluate._jit_compile
     ds = tf.data.Dataset.from_tensor_slices(tiny_data(16)).batch(8)
-    logs, ran = loop.run_epoch(ds, ds, lambda step: 0.01, 0, 0, log=lambda m: None)
+    logs, ran = loop.run_epoch(ds, ds)
     assert ran == 2 and np.isfinite(logs["loss"]) and 0 <= logs["val_accuracy"] <= 1
     off = tiny_trainer(tmp_path / "off", tiny_recipe(jit_compile=False))
     off._prepare_stage(0, off.stages[0])

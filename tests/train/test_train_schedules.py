@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tlkit.recipes.schema import OptimizerConfig, ScheduleConfig
+from tlkit.train.config import OptimizerConfig, ScheduleConfig
 from tlkit.train.optim import build_optimizer
 from tlkit.train.schedules import PlateauState, learning_rate_at
 

@@ -113,9 +113,11 @@ def tiny_trainer(run_dir: Path, recipe, strategy=None, n: int = 24):
     """A :class:`~tlkit.train.trainer.Trainer` on a fresh LeNet-5 built under ``strategy``."""
     import tensorflow as tf
 
+    from tlkit.freeze import Freezer
     from tlkit.models import get_model_info
     from tlkit.models.heads import build_transfer_model
-    from tlkit.train.trainer import Trainer
+    from tlkit.train.plan import TrainPlan
+    from tlkit.train.trainer import Datasets, Trainer
 
     strategy = strategy or tf.distribute.get_strategy()
     info = get_model_info("lenet5")
@@ -127,13 +129,10 @@ def tiny_trainer(run_dir: Path, recipe, strategy=None, n: int = 24):
     val_ds = tf.data.Dataset.from_tensor_slices((x[:8], y[:8])).batch(batch)
     return Trainer(
         model,
-        info=info,
-        recipe=recipe,
+        TrainPlan.from_recipe(recipe, train_images=n),
+        Datasets(train_ds, val_ds),
+        run_dir,
         strategy=strategy,
-        run_dir=run_dir,
-        train_ds=train_ds,
-        val_ds=val_ds,
-        steps_per_epoch=-(-n // batch),
-        train_images_per_class=n / 3,
+        freezer=Freezer(model, info, recipe.freeze, train_images_per_class=n / 3),
         log=lambda m: None,
     )

@@ -20,17 +20,22 @@ from tlkit.augment.config import (
 )
 from tlkit.augment.pca import IMAGENET_PCA, PCAStats, compute_pca_stats
 
+_PIXEL_OPS = (
+    "colour_shift", "random_contrast", "random_saturation", "pca_colour", "add_channel_offsets",
+    "pca_offsets", "mixup", "cutmix", "clip_pixels",
+)
 _LAZY = {
     "Augmenter": "tlkit.augment.augmenter",
     "build_augmenter": "tlkit.augment.augmenter",
     "resolve_pca_stats": "tlkit.augment.augmenter",
-    "seed_stream": "tlkit.augment.augmenter",
+    "seed_stream": "tlkit.imageops",
     "AugmentationLayer": "tlkit.augment.layer",
     "with_augmentation": "tlkit.augment.layer",
+    "augmentation_layer": "tlkit.augment.layer",
     "preview_grid": "tlkit.augment.preview",
     "build_compose": "tlkit.augment.albumentations_backend",
     **{
-        name: "tlkit.augment.ops"
+        name: "tlkit.augment.pixels" if name in _PIXEL_OPS else "tlkit.augment.ops"
         for name in (
             "flip_left_right",
             "random_crop",

@@ -20,15 +20,12 @@ from typing import Literal
 
 import tensorflow as tf
 
-from tlkit.augment import ops
+from tlkit.augment import ops, pixels
+from tlkit.augment.albumentations_backend import AlbumentationsRunner
 from tlkit.augment.config import CROP_LOAD_RATIO, AugmentConfig
 from tlkit.augment.pca import IMAGENET_PCA, PCAStats
 from tlkit.errors import UserError
-
-
-def seed_stream(seed: int) -> tf.data.Dataset:
-    """An endless dataset of int64 ``[2]`` seeds: reproducible, and different every epoch."""
-    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+from tlkit.imageops import decode_rgb, decode_window, seed_stream, whole_image
 
 
 class Augmenter:
@@ -60,8 +57,6 @@ class Augmenter:
         self._albumentations = None
         self._check()
         if config.backend == "albumentations":
-            from tlkit.augment.albumentations_backend import AlbumentationsRunner
-
             self._albumentations = AlbumentationsRunner(config.albumentations, self.image_size)
 
     @property
@@ -172,15 +167,13 @@ class Augmenter:
         size, read from the JPEG header without decoding, exactly as :meth:`per_image` draws it
         for the image resized to ``[L, L]``; then ``tf.io.decode_and_crop_jpeg`` decodes only
         that window, at a 1/2, 1/4 or 1/8 DCT scale when the window is at least twice the
-        output size (see :func:`tlkit.data.decode.decode_window`), and one bilinear pass
+        output size (see :func:`tlkit.imageops.decode_window`), and one bilinear pass
         resizes it to ``image_size``. Other formats are decoded whole and sliced. With the same
         seed the result matches ``per_image(decode(contents))`` up to resampling (the same
         window, mirror and colour draws).
 
         Only when :attr:`fuses_decode`; otherwise decode and call :meth:`per_image`.
         """
-        from tlkit.data.decode import decode_rgb, decode_window, whole_image
-
         if not self.fuses_decode:
             return self.per_image(decode_rgb(contents), seed)
         size = self.image_size
@@ -273,9 +266,9 @@ class Augmenter:
             return x
         x, offsets = colour
         if self.output_dtype == tf.uint8:
-            x = ops.add_channel_offsets(x[0], offsets[0] + 0.5)
+            x = pixels.add_channel_offsets(x[0], offsets[0] + 0.5)
             return tf.cast(tf.clip_by_value(x, 0.0, 255.75), tf.uint8)
-        return ops.clip_pixels(ops.add_channel_offsets(x[0], offsets[0]))
+        return pixels.clip_pixels(pixels.add_channel_offsets(x[0], offsets[0]))
 
     def _colour(self, x, seeds):
         """Contrast/saturation on batch ``x``, and the summed per-image RGB offsets ``[B, 3]``."""
@@ -286,15 +279,15 @@ class Augmenter:
         offsets = tf.zeros([n, 3])
         if shift.enabled:
             if shift.contrast:
-                x = ops.random_contrast(x, shift.contrast, seeds[1])
+                x = pixels.random_contrast(x, shift.contrast, seeds[1])
             if shift.saturation:
-                x = ops.random_saturation(x, shift.saturation, seeds[2])
-            offsets += ops.rgb_offsets(n, shift.max_offset, seeds[3])
+                x = pixels.random_saturation(x, shift.saturation, seeds[2])
+            offsets += pixels.rgb_offsets(n, shift.max_offset, seeds[3])
             if shift.brightness:
-                offsets += ops.brightness_offsets(n, shift.brightness, seeds[4])
+                offsets += pixels.brightness_offsets(n, shift.brightness, seeds[4])
         if c.pca_colour.enabled:
             pca = self.pca
-            offsets += ops.pca_offsets(n, pca.eigvals, pca.eigvecs, c.pca_colour.sigma, seeds[5])
+            offsets += pixels.pca_offsets(n, pca.eigvals, pca.eigvecs, c.pca_colour.sigma, seeds[5])
         return x, offsets
 
     # --- per batch -------------------------------------------------------------------------------
@@ -325,7 +318,7 @@ class Augmenter:
         if colour is None:
             return x
         x, offsets = colour
-        return ops.clip_pixels(ops.add_channel_offsets(x, offsets))
+        return pixels.clip_pixels(pixels.add_channel_offsets(x, offsets))
 
     def mix_batch(self, images, labels, seed, *, fold: bool = True):
         """mixup / cutmix (one of the two per image when both are on); labels must be one-hot."""
@@ -334,16 +327,16 @@ class Augmenter:
             return images, labels
         seeds = ops.split_seed(self._fold(seed) if fold else seed, 3)
         if c.mixup.enabled and c.cutmix.enabled:
-            mx, my = ops.mixup(images, labels, c.mixup.alpha, seeds[0])
-            cx, cy = ops.cutmix(images, labels, c.cutmix.alpha, seeds[1])
+            mx, my = pixels.mixup(images, labels, c.mixup.alpha, seeds[0])
+            cx, cy = pixels.cutmix(images, labels, c.cutmix.alpha, seeds[1])
             pick = tf.random.stateless_uniform([tf.shape(mx)[0]], seed=seeds[2]) < 0.5
             return (
                 tf.where(pick[:, None, None, None], mx, cx),
                 tf.where(pick[:, None], my, cy),
             )
         if c.mixup.enabled:
-            return ops.mixup(images, labels, c.mixup.alpha, seeds[0])
-        return ops.cutmix(images, labels, c.cutmix.alpha, seeds[1])
+            return pixels.mixup(images, labels, c.mixup.alpha, seeds[0])
+        return pixels.cutmix(images, labels, c.cutmix.alpha, seeds[1])
 
     # --- conveniences ----------------------------------------------------------------------------
 
@@ -377,15 +370,6 @@ class Augmenter:
         ds = tf.data.Dataset.zip((ds, seed_stream(seed + 1)))
         return ds.map(lambda b, s: self.per_batch(b[0], b[1], s), num_parallel_calls=autotune)
 
-    def model_layer(self):
-        """The :class:`AugmentationLayer` for ``device: model``; None with ``device: pipeline``."""
-        if self.config.device != "model":
-            return None
-        from tlkit.augment.layer import AugmentationLayer
-
-        return AugmentationLayer(
-            self.config, self.image_size, pca=self.pca, seed=self.seed, name="augmentation"
-        )
 
 
 def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCAStats | None:

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tlkit.augment.augmenter import Augmenter, resolve_pca_stats
 from tlkit.augment.config import AugmentConfig
 from tlkit.augment.pca import PCAStats
 
@@ -40,8 +41,6 @@ class AugmentationLayer(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")  # augment in float32 under mixed precision too
         super().__init__(**kwargs)
-        from tlkit.augment.augmenter import Augmenter, resolve_pca_stats
-
         if not isinstance(config, AugmentConfig):
             config = AugmentConfig.model_validate(config)
         self.augment_config = config
@@ -81,3 +80,17 @@ def with_augmentation(model: keras.Model, layer: AugmentationLayer) -> keras.Mod
     inputs = keras.Input(shape=model.input_shape[1:], name="augment_input")
     outputs = model(layer(inputs))
     return keras.Model(inputs, outputs, name=f"{model.name}_with_augmentation")
+
+
+def augmentation_layer(augmenter: Augmenter | None) -> AugmentationLayer | None:
+    """The :class:`AugmentationLayer` for an augmenter with ``device: model``; None otherwise
+    (no augmenter, or ``device: pipeline``, where the tf.data pipeline augments)."""
+    if augmenter is None or augmenter.config.device != "model":
+        return None
+    return AugmentationLayer(
+        augmenter.config,
+        augmenter.image_size,
+        pca=augmenter.pca,
+        seed=augmenter.seed,
+        name="augmentation",
+    )

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.augment.augmenter import build_augmenter
+from tlkit.augment.pca import compute_pca_stats
 from tlkit.errors import UserError
 from tlkit.io import atomic_path
 
@@ -204,9 +206,6 @@ def preview(
     Returns:
         What was done: ``out``, ``images``, ``ops``, ``load_size``, ``pca_from_preview``.
     """
-    from tlkit.augment.augmenter import build_augmenter
-    from tlkit.augment.pca import compute_pca_stats
-
     images = load_preview_images(source, n)
     pca_from_preview = config.needs_pca_stats
     pca = compute_pca_stats(images) if pca_from_preview else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 import traceback
 
 import click
@@ -42,7 +43,38 @@ def handle_errors(func):
     return wrapper
 
 
+#: Set to 1 to see TensorFlow's start-up logs (CUDA probing, CPU features, oneDNN).
+TF_LOGS_ENV = "TLKIT_TF_LOGS"
+
+
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter out of the user's terminal."""
+    """Keep TensorFlow's C++ start-up chatter out of the user's terminal; import it quietly.
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` silences what TensorFlow logs once its logging is set up (the
+    "failed call to cuInit" error on a machine without a GPU, the CPU-feature notice), but
+    not what its libraries print while they load, before absl's logging starts ("All log
+    messages before absl::InitializeLog() ...", oneDNN, "Could not find cuda drivers"). So
+    TensorFlow is imported here with the process's standard error (file descriptor 2) pointed
+    at a temporary file; if the import fails, what it printed is shown after all. Variables
+    the user set are kept; ``TLKIT_TF_LOGS=1`` turns all of this off.
+    """
+    if os.environ.get(TF_LOGS_ENV) == "1":
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -58,53 +58,18 @@ def preview(data, recipes, sets, preset, out, count, columns, image_size, seed) 
 def _resolve(recipes, sets, preset, image_size):
     """The augment section, input size and seed from recipes, ``--set`` and ``--preset``."""
     from tlkit.augment.config import AugmentConfig
+    from tlkit.models.registry import get_model_info
+    from tlkit.recipes import resolve_recipe
 
     sets = [_prefixed(s, AugmentConfig.model_fields) for s in sets]
     if preset:
         sets.insert(0, f"augment.preset={preset}")
-    try:
-        from tlkit.recipes import resolve_recipe
-        from tlkit.recipes.schema import Recipe  # noqa: F401 - needs every section's module
-    except ImportError:
-        return _resolve_sections_only(recipes, sets, image_size)
     recipe = resolve_recipe(recipes, sets)
-    size = image_size or recipe.model.image_size or _default_size(recipe.model.backbone)
-    return recipe.augment, size, recipe.seed
-
-
-def _resolve_sections_only(recipes, sets, image_size):
-    """Fallback while the full recipe schema is unavailable: merge and validate ``augment``."""
-    from pydantic import ValidationError
-
-    from tlkit.augment.config import AugmentConfig
-    from tlkit.errors import UserError
-    from tlkit.recipes.loader import deep_merge, parse_set, read_recipe_source
-
-    merged: dict = {}
-    for source in recipes:
-        merged = deep_merge(merged, read_recipe_source(source))
-    for assignment in sets:
-        merged = deep_merge(merged, parse_set(assignment))
-    try:
-        config = AugmentConfig.model_validate(merged.get("augment") or {})
-    except ValidationError as exc:
-        lines = [f"augment.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise UserError("invalid recipe\n  " + "\n  ".join(lines)) from None
-    model = merged.get("model") or {}
-    size = image_size or model.get("image_size") or _default_size(model.get("backbone", "vgg16"))
-    return config, int(size), int(merged.get("seed", 0))
+    size = image_size or recipe.model.image_size
+    return recipe.augment, size or get_model_info(recipe.model.backbone).default_size, recipe.seed
 
 
 def _prefixed(assignment: str, augment_fields) -> str:
     """``mirror.p=0.3`` -> ``augment.mirror.p=0.3`` (keys of the augment section need no prefix)."""
     first = assignment.split("=", 1)[0].split(".", 1)[0].strip()
     return f"augment.{assignment}" if first in augment_fields else assignment
-
-
-def _default_size(backbone: str) -> int:
-    try:
-        from tlkit.models.registry import get_model_info
-
-        return get_model_info(backbone).default_size
-    except Exception:  # noqa: BLE001 - the preview does not need a valid backbone
-        return 224

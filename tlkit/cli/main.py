@@ -7,7 +7,6 @@ when it runs. Every command is thin: resolve arguments, make one library call, p
 from __future__ import annotations
 
 import importlib
-import os
 
 import click
 
@@ -73,13 +72,13 @@ def cli() -> None:
       tlkit predict runs/digits-demo IMAGE  classify images with a finished run
       tlkit models                          every architecture, with its paper figures
       tlkit summary vgg16                   the per-layer table of an architecture
+
+    TensorFlow's start-up logs are hidden; TLKIT_TF_LOGS=1 shows them.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli(prog_name="tlkit")
 
 

@@ -145,6 +145,6 @@ def load_image_file(path: str | os.PathLike, image_size: int | None = None) -> n
     array = np.asarray(to_rgb(read_image(path)), dtype=np.uint8)
     if image_size is None:
         return array.astype(np.float32)
-    from tlkit.data.pipeline import resize_uint8
+    from tlkit.imageops import resize_uint8  # TensorFlow: only when resizing
 
     return resize_uint8(array, image_size).numpy().astype(np.float32)

@@ -21,18 +21,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tlkit.augment.augmenter import seed_stream
 from tlkit.data.bundle import Split
+from tlkit.imageops import resize_uint8, seed_stream
 
 AUTOTUNE = tf.data.AUTOTUNE
 #: Memory for the shuffle buffer after the cache, which holds already decoded images.
 SHUFFLE_BUFFER_BYTES = 256 * 2**20
-
-
-def resize_uint8(image, size: int) -> tf.Tensor:
-    """Bilinear, antialiased resize to ``size x size``, rounded back to uint8."""
-    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def make_dataset(

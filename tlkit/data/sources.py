@@ -15,6 +15,7 @@ import numpy as np
 
 from tlkit.data.bundle import DataBundle, DataReport, Split
 from tlkit.data.config import DataConfig
+from tlkit.data.datasets import load_builtin, load_tfds
 from tlkit.data.images import IMAGE_EXTENSIONS, is_image_file
 from tlkit.data.splits import LAYOUT_HELP, carve, finish_bundle
 from tlkit.errors import UnknownNameError, UserError
@@ -61,12 +62,8 @@ def load_data(config: DataConfig | str, *, seed: int = 0) -> DataBundle:
     elif scheme == "csv":
         bundle = load_csv(Path(os.path.expanduser(rest)), config, seed=seed, source=source)
     elif scheme == "builtin":
-        from tlkit.data.datasets import load_builtin
-
         bundle = load_builtin(rest, config, seed=seed)
     elif scheme == "tfds":
-        from tlkit.data.datasets import load_tfds
-
         bundle = load_tfds(rest, config, seed=seed)
     else:
         raise UnknownNameError("data source scheme", scheme, SCHEMES)

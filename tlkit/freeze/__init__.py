@@ -29,6 +29,7 @@ _LAZY = {
     "freeze_table": "tlkit.freeze.groups",
     "layer_depths": "tlkit.freeze.groups",
     "weight_layer_depths": "tlkit.freeze.groups",
+    "Freezer": "tlkit.freeze.freezer",
     "FreezeDecision": "tlkit.freeze.policy",
     "apply_freeze": "tlkit.freeze.policy",
     "plan_freeze": "tlkit.freeze.policy",

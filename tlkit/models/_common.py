@@ -1,13 +1,16 @@
-"""Pieces every builder shares: keras.applications-style input handling, top and pooling."""
+"""Pieces every builder shares: :func:`build_backbone` (keras.applications' argument handling,
+input, top or pooling, weights) and :func:`fc_top`, the classic fully connected classifier."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import layers
 
 from tlkit.errors import InputSizeError, UserError
+from tlkit.weights import OfficialWeights, load_builder_weights
 
 
 def model_input(
@@ -88,10 +91,77 @@ def check_top_args(weights: Any, include_top: bool, classes: int, has_official: 
         raise UserError(f"classes must be a positive integer, got {classes}")
 
 
-def load_weights_arg(model: keras.Model, model_id: str, weights: Any, include_top: bool) -> None:
-    """Load ``weights`` (None, "imagenet" or a file path) into a freshly built model."""
-    if weights is None:
-        return
-    from tlkit.weights import load_builder_weights
+def fc_top(units: dict[str, int], dropout: float = 0.0) -> Callable:
+    """The classic fully connected classifier (VGG's fc1-fc2, AlexNet's and ZFNet's fc6-fc7).
 
-    load_builder_weights(model, model_id, weights, include_top=include_top)
+    ``flatten``, then a ReLU ``Dense`` per ``{name: width}`` of ``units``, each followed by
+    ``{name}_dropout``
+    when ``dropout`` (none is added at 0, so the layers are keras.applications' exactly), then
+    ``predictions``. Returns a ``top(x, classes, classifier_activation)`` for
+    :func:`build_backbone`.
+    """
+
+    def top(x, classes: int, classifier_activation):
+        x = layers.Flatten(name="flatten")(x)
+        for name, width in units.items():
+            x = layers.Dense(width, activation="relu", name=name)(x)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+
+    return top
+
+
+def build_backbone(
+    body: Callable,
+    top: Callable,
+    *,
+    model_id: str,
+    name: str,
+    include_top: bool,
+    weights: Any,
+    input_tensor: Any,
+    input_shape: tuple | None,
+    pooling: str | None,
+    classes: int,
+    classifier_activation: str | None,
+    default_size: int,
+    min_size: int,
+    channels: int = 3,
+    official: OfficialWeights | None = None,
+) -> keras.Model:
+    """What every builder does around its own layers, as keras.applications does it.
+
+    Checks the ``weights``/``classes`` combination, makes the input (validating its size),
+    runs ``body``, then ``top`` (with ``include_top``) or the global ``pooling``, wraps the
+    model and loads ``weights``.
+
+    Args:
+        body: ``input tensor -> feature map``, or ``-> (feature map, [extra outputs])`` for
+            extra training outputs (GoogLeNet's auxiliary classifiers).
+        top: ``(feature map, classes, classifier_activation) -> predictions``.
+        model_id: Registry id (for messages and weights).
+        name: The model's name.
+        default_size, min_size, channels: The architecture's input facts.
+        official: Its official ImageNet files, if any.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation: keras.applications' arguments.
+    """
+    check_top_args(weights, include_top, classes, official is not None)
+    img_input = model_input(
+        input_tensor,
+        input_shape,
+        default_size=default_size,
+        min_size=min_size,
+        channels=channels,
+        model_name=name,
+    )
+    x = body(img_input)
+    x, extra = x if isinstance(x, tuple) else (x, [])
+    x = top(x, classes, classifier_activation) if include_top else global_pool(x, pooling)
+    model = model_from(img_input, input_tensor, [x, *extra] if extra else x, name)
+    if weights is not None:
+        load_builder_weights(
+            model, weights, official=official, model_id=model_id, include_top=include_top
+        )
+    return model

@@ -20,14 +20,8 @@ import keras
 from keras import layers
 
 from tlkit.errors import UserError
-from tlkit.models._common import (
-    check_top_args,
-    global_pool,
-    load_weights_arg,
-    model_from,
-    model_input,
-)
-from tlkit.models.layers import LocalResponseNormalization
+from tlkit.layers import LocalResponseNormalization
+from tlkit.models._common import build_backbone, fc_top
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 ALEXNET_PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, NIPS 2012"
@@ -142,29 +136,30 @@ def _build(
 ) -> keras.Model:
     if towers not in (1, 2):
         raise UserError(f"towers must be 1 or 2, got {towers!r}")
-    check_top_args(weights, include_top, classes, has_official=False)
-    img_input = model_input(
-        input_tensor,
-        input_shape,
+
+    def body(x):
+        for i, stage in enumerate(spec.stages, start=1):
+            x = conv_stage(
+                x, stage, towers=towers, norm_before_pool=spec.norm_before_pool, name=str(i)
+            )
+        return x
+
+    fc = {f"fc{i}": width for i, width in enumerate(spec.fc, start=len(spec.stages) + 1)}
+    return build_backbone(
+        body,
+        fc_top(fc, dropout=dropout),
+        model_id=model_id,
+        name=name,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
         default_size=spec.default_size,
         min_size=spec.min_size,
-        model_name=name,
     )
-    x = img_input
-    for i, stage in enumerate(spec.stages, start=1):
-        x = conv_stage(x, stage, towers=towers, norm_before_pool=spec.norm_before_pool, name=str(i))
-    if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        for i, width in enumerate(spec.fc, start=len(spec.stages) + 1):
-            x = layers.Dense(width, activation="relu", name=f"fc{i}")(x)
-            if dropout:
-                x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = global_pool(x, pooling)
-    model = model_from(img_input, input_tensor, x, name)
-    load_weights_arg(model, model_id, weights, include_top)
-    return model
 
 
 def AlexNet(

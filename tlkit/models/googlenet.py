@@ -21,14 +21,8 @@ import keras
 from keras import layers
 
 from tlkit.errors import InputSizeError, UserError
-from tlkit.models._common import (
-    check_top_args,
-    global_pool,
-    load_weights_arg,
-    model_from,
-    model_input,
-)
-from tlkit.models.layers import LocalResponseNormalization
+from tlkit.layers import LocalResponseNormalization
+from tlkit.models._common import build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 PAPER = "Szegedy et al. Going Deeper with Convolutions. CVPR 2015 (arXiv:1409.4842)"
@@ -176,45 +170,52 @@ def GoogLeNet(
     Returns:
         A functional ``keras.Model``.
     """
-    check_top_args(weights, include_top, classes, has_official=False)
-    img_input = model_input(
-        input_tensor, input_shape, default_size=224, min_size=32, model_name="googlenet"
-    )
-    if aux_classifiers:
-        _check_aux_input(img_input, include_top)
 
-    x = _conv(img_input, 64, 7, "conv1_7x7", strides=2, batch_norm=batch_norm)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_3x3")(x)
-    x = LocalResponseNormalization(**_LRN, name="norm1_lrn")(x)
-    x = _conv(x, 64, 1, "conv2_3x3_reduce", batch_norm=batch_norm)
-    x = _conv(x, 192, 3, "conv2_3x3", batch_norm=batch_norm)
-    x = LocalResponseNormalization(**_LRN, name="norm2_lrn")(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2_3x3")(x)
-
-    aux_outputs = []
-    stage = INCEPTION_MODULES[0].stage
-    for spec in INCEPTION_MODULES:
-        if spec.stage != stage:
-            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage}_3x3")(x)
-            stage = spec.stage
-        x = inception_module(x, spec, batch_norm, name=f"inception{spec.name}")
-        if aux_classifiers and spec.name in AUX_HEADS:
-            aux_outputs.append(
-                auxiliary_classifier(
-                    x, classes, classifier_activation, batch_norm, name=AUX_HEADS[spec.name]
+    def body(img_input):
+        if aux_classifiers:
+            _check_aux_input(img_input, include_top)
+        x = _conv(img_input, 64, 7, "conv1_7x7", strides=2, batch_norm=batch_norm)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_3x3")(x)
+        x = LocalResponseNormalization(**_LRN, name="norm1_lrn")(x)
+        x = _conv(x, 64, 1, "conv2_3x3_reduce", batch_norm=batch_norm)
+        x = _conv(x, 192, 3, "conv2_3x3", batch_norm=batch_norm)
+        x = LocalResponseNormalization(**_LRN, name="norm2_lrn")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2_3x3")(x)
+        aux_outputs = []
+        stage = INCEPTION_MODULES[0].stage
+        for spec in INCEPTION_MODULES:
+            if spec.stage != stage:
+                x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage}_3x3")(x)
+                stage = spec.stage
+            x = inception_module(x, spec, batch_norm, name=f"inception{spec.name}")
+            if aux_classifiers and spec.name in AUX_HEADS:
+                aux_outputs.append(
+                    auxiliary_classifier(
+                        x, classes, classifier_activation, batch_norm, name=AUX_HEADS[spec.name]
+                    )
                 )
-            )
+        return x, aux_outputs
 
-    if include_top:
+    def top(x, classes, classifier_activation):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(0.4, name="dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = global_pool(x, pooling)
-    outputs = [x, *aux_outputs] if aux_outputs else x
-    model = model_from(img_input, input_tensor, outputs, name)
-    load_weights_arg(model, "googlenet", weights, include_top)
-    return model
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+
+    return build_backbone(
+        body,
+        top,
+        model_id="googlenet",
+        name=name,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        default_size=224,
+        min_size=32,
+    )
 
 
 def strip_auxiliary_classifiers(model: keras.Model) -> keras.Model:

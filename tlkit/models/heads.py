@@ -2,7 +2,9 @@
 
 The model is flat (one functional graph, no nested backbone), so layers keep the backbone's
 names: official weights load by name, freeze groups match by name, and the saved model takes
-raw 0..255 RGB images because preprocessing is a layer inside it.
+raw 0..255 RGB images because preprocessing is a layer inside it. Which layers are the head,
+and the models cut from a transfer model at the head (the frozen feature extractor, the head
+on a features input), are decided here too.
 """
 
 from __future__ import annotations
@@ -10,16 +12,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import keras
-from keras import layers, ops
+from keras import layers
 from pydantic import Field
 
 from tlkit.errors import InputSizeError, UserError
+from tlkit.layers import Preprocessing
 from tlkit.models.registry import ModelInfo
 from tlkit.section import Section
-
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 
 
 class HeadConfig(Section):
@@ -36,37 +35,6 @@ class HeadConfig(Section):
     )
 
 
-@keras.saving.register_keras_serializable(package="tlkit")
-class Preprocessing(keras.layers.Layer):
-    """keras.applications' ``preprocess_input`` as a layer, on raw RGB in 0..255.
-
-    Modes: ``caffe`` (RGB to BGR, ImageNet mean subtracted; VGG and ResNet's official
-    weights), ``tf`` (scaled to -1..1), ``torch`` (0..1, ImageNet mean/std), ``none`` (as is).
-    """
-
-    def __init__(self, mode: str = "tf", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "torch", "none"):
-            raise ValueError(f"unknown preprocessing mode {mode!r}")
-        self.mode = mode
-
-    def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "caffe":
-            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
-        elif self.mode == "tf":
-            x = x / 127.5 - 1.0
-        elif self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
-            x = (x / 255.0 - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 def build_transfer_model(
@@ -152,3 +120,41 @@ def inference_model(model: keras.Model) -> keras.Model:
     if len(model.outputs) == 1:
         return keras.Model(model.inputs, model.outputs, name=model.name)
     return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+# --------------------------------------------------------------------------- model surgery
+
+
+def is_head_layer(name: str) -> bool:
+    """Whether a layer belongs to the new head: ``head_*``, ``predictions`` and the auxiliary
+    classifiers (``aux*``). The one place that decides it."""
+    return name.startswith(("head_", "aux")) or name == "predictions"
+
+
+def head_layers(model: keras.Model) -> list:
+    """The head's layers, input to output: the tail of a flat transfer model.
+
+    Raises:
+        ValueError: the head is not a single chain at the end of the model (paper heads).
+    """
+    chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    start = next((i for i, layer in enumerate(chain) if is_head_layer(layer.name)), None)
+    if start is None or not all(is_head_layer(layer.name) for layer in chain[start:]):
+        raise ValueError(f"{model.name} does not end in a chain of head_* layers")
+    return chain[start:]
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The frozen part of a transfer model: image -> the tensor feeding the head."""
+    first = head_layers(model)[0]
+    return keras.Model(model.inputs, first.input, name=f"{model.name}_features")
+
+
+def build_head_model(model: keras.Model) -> keras.Model:
+    """A model from a features input through ``model``'s own head layers (weights shared)."""
+    chain = head_layers(model)
+    features = keras.Input(tuple(chain[0].input.shape[1:]), name="features")
+    x = features
+    for layer in chain:
+        x = layer(x)
+    return keras.Model(features, x, name=f"{model.name}_head")

@@ -13,13 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from tlkit.models._common import (
-    check_top_args,
-    global_pool,
-    load_weights_arg,
-    model_from,
-    model_input,
-)
+from tlkit.models._common import build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 PAPER = "Lin, Chen & Yan, Network In Network, ICLR 2014"
@@ -115,23 +109,33 @@ def NiN(
     Returns:
         A functional ``keras.Model``.
     """
-    check_top_args(weights, include_top, classes, has_official=False)
-    img_input = model_input(
-        input_tensor, input_shape, default_size=DEFAULT_SIZE, min_size=MIN_SIZE, model_name=name
-    )
-    x = img_input
-    for i, block in enumerate(BLOCKS, start=1):
-        x = mlpconv_block(x, block, name=f"mlpconv{i}")
-    if include_top:
-        last = f"mlpconv{len(BLOCKS)}_conv{BLOCKS[-1].mlp + 2}"
-        x = layers.Conv2D(classes, 1, name=last)(x)
+
+    def body(x):
+        for i, block in enumerate(BLOCKS, start=1):
+            x = mlpconv_block(x, block, name=f"mlpconv{i}")
+        return x
+
+    def top(x, classes, classifier_activation):
+        # the classifier is a 1x1 conv to `classes` maps, averaged over space: no FC layers
+        x = layers.Conv2D(classes, 1, name=f"mlpconv{len(BLOCKS)}_conv{BLOCKS[-1].mlp + 2}")(x)
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = global_pool(x, pooling)
-    model = model_from(img_input, input_tensor, x, name)
-    load_weights_arg(model, "nin", weights, include_top)
-    return model
+        return layers.Activation(classifier_activation, name="predictions")(x)
+
+    return build_backbone(
+        body,
+        top,
+        model_id="nin",
+        name=name,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        default_size=DEFAULT_SIZE,
+        min_size=MIN_SIZE,
+    )
 
 
 register(

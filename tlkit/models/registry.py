@@ -1,6 +1,8 @@
 """The model registry: one entry per architecture with every fact the rest of tlkit needs.
 
-Builders register themselves (see ``register``); nothing elsewhere in tlkit branches on an
+Builders register themselves (see ``register``) when their family module is imported, and
+importing this module imports the ``tlkit.models`` package, which imports every family: the
+registry is complete whenever it can be asked. Nothing elsewhere in tlkit branches on an
 architecture id. Entries are looked up by lower-case id (``vgg16``, ``resnet50``, ``googlenet``).
 """
 
@@ -11,28 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlkit.errors import UnknownNameError
+from tlkit.weights import OfficialWeights
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
-
-
-@dataclass(frozen=True)
-class OfficialWeights:
-    """Where keras.applications keeps the ImageNet weights for an architecture.
-
-    Attributes:
-        top: (file name, md5 hash) of the file with the classifier.
-        notop: (file name, md5 hash) of the file without it.
-        base_url: Folder URL the file names are appended to.
-        cache_subdir: Keras cache folder (``~/.keras/<cache_subdir>``).
-    """
-
-    top: tuple[str, str]
-    notop: tuple[str, str]
-    base_url: str
-    cache_subdir: str = "models"
-
-    def file(self, include_top: bool) -> tuple[str, str]:
-        return self.top if include_top else self.notop
 
 
 @dataclass(frozen=True)
@@ -115,18 +98,12 @@ def register(info: ModelInfo) -> ModelInfo:
     return info
 
 
-def _ensure_loaded() -> None:
-    # Importing the families registers them; done lazily so the registry module stays light.
-    import tlkit.models  # noqa: F401
-
-
 def get_model_info(model_id: str) -> ModelInfo:
     """Return the registry entry for ``model_id``.
 
     Raises:
         UnknownNameError: with the closest valid ids (exit code 2 on the CLI).
     """
-    _ensure_loaded()
     key = str(model_id).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
@@ -144,7 +121,6 @@ def _squash(name: str) -> str:
 
 def model_ids() -> list[str]:
     """All registered ids, in registration order."""
-    _ensure_loaded()
     return list(_REGISTRY)
 
 

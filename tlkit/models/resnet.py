@@ -25,14 +25,9 @@ import keras
 from keras import layers
 
 from tlkit.errors import UnknownNameError
-from tlkit.models._common import (
-    check_top_args,
-    global_pool,
-    load_weights_arg,
-    model_from,
-    model_input,
-)
-from tlkit.models.registry import FreezeGroup, ModelInfo, OfficialWeights, register
+from tlkit.models._common import build_backbone
+from tlkit.models.registry import FreezeGroup, ModelInfo, register
+from tlkit.weights import OfficialWeights
 
 PAPER = (
     "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
@@ -212,29 +207,38 @@ def ResNet(
         raise UnknownNameError("ResNet depth", str(depth), [str(d) for d in RESNET_SPECS])
     spec = RESNET_SPECS[depth]
     model_id = _model_id(depth, shortcuts)
-    has_official = shortcuts and depth in OFFICIAL_WEIGHTS
-    check_top_args(weights, include_top, classes, has_official)
-    img_input = model_input(
-        input_tensor, input_shape, default_size=224, min_size=32, model_name=model_id
-    )
 
-    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    x = layers.BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, name="conv1_bn")(x)
-    x = layers.Activation("relu", name="conv1_relu")(x)
-    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    for stage in range(len(spec.blocks)):
-        x = residual_stage(x, spec, stage, shortcuts)
+    def body(x):
+        x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(x)
+        x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+        x = layers.BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, name="conv1_bn")(x)
+        x = layers.Activation("relu", name="conv1_relu")(x)
+        x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        for stage in range(len(spec.blocks)):
+            x = residual_stage(x, spec, stage, shortcuts)
+        return x
 
-    if include_top:
+    def top(x, classes, classifier_activation):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = global_pool(x, pooling)
-    model = model_from(img_input, input_tensor, x, name or model_id)
-    load_weights_arg(model, model_id, weights, include_top)
-    return model
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+
+    return build_backbone(
+        body,
+        top,
+        model_id=model_id,
+        name=name or model_id,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        default_size=224,
+        min_size=32,
+        official=OFFICIAL_WEIGHTS.get(depth) if shortcuts else None,
+    )
 
 
 def _entry_point(depth: int, shortcuts: bool):

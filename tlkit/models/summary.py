@@ -16,6 +16,8 @@ from typing import Any
 
 import keras
 
+from tlkit import __version__
+from tlkit.io import atomic_write_text
 from tlkit.models.registry import ModelInfo, get_model_info, model_ids
 
 GLOBAL = -1  # receptive field of a layer that sees the whole input
@@ -224,10 +226,8 @@ def summary(
 
 
 def _stats_cache_path() -> Path:
-    import tlkit
-
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
-    return base / f"model-stats-v3-{tlkit.__version__}-keras{keras.__version__}.json"
+    return base / f"model-stats-v3-{__version__}-keras{keras.__version__}.json"
 
 
 def _model_stats(info: ModelInfo, cache: dict) -> dict:
@@ -280,8 +280,6 @@ def list_models(with_stats: bool = True, progress=None) -> list[dict[str, Any]]:
             row["gmacs"] = float(f"{stats['macs'] / 1e9:.4g}")
         rows.append(row)
     if dirty:
-        from tlkit.io import atomic_write_text
-
         try:
             atomic_write_text(path, json.dumps(cache, indent=1))
         except OSError:

@@ -17,15 +17,10 @@ import keras
 from keras import layers
 
 from tlkit.errors import UnknownNameError, UserError
-from tlkit.models._common import (
-    check_top_args,
-    global_pool,
-    load_weights_arg,
-    model_from,
-    model_input,
-)
-from tlkit.models.layers import LocalResponseNormalization
-from tlkit.models.registry import FreezeGroup, ModelInfo, OfficialWeights, register
+from tlkit.layers import LocalResponseNormalization
+from tlkit.models._common import build_backbone, fc_top
+from tlkit.models.registry import FreezeGroup, ModelInfo, register
+from tlkit.weights import OfficialWeights
 
 WIDTHS = (64, 128, 256, 512, 512)
 """Output channels of blocks 1-5 (the same in every configuration)."""
@@ -148,33 +143,35 @@ def VGG(
         A functional ``keras.Model``.
     """
     cfg = _config(config)
-    official = cfg.model_id in OFFICIAL_WEIGHTS
-    check_top_args(weights, include_top, classes, official)
-    if include_top and weights == "imagenet" and input_shape is not None:
+    official = OFFICIAL_WEIGHTS.get(cfg.model_id)
+    if include_top and weights == "imagenet" and official and input_shape is not None:
         if tuple(input_shape[:2]) != (DEFAULT_SIZE, DEFAULT_SIZE):
             raise UserError(
                 f"weights='imagenet' with include_top=True needs input_shape "
                 f"({DEFAULT_SIZE}, {DEFAULT_SIZE}, 3), got {tuple(input_shape)}"
             )
-    name = name or cfg.model_id
-    img_input = model_input(
-        input_tensor, input_shape, default_size=DEFAULT_SIZE, min_size=MIN_SIZE, model_name=name
+
+    def body(x):
+        for i, (filters, kernels) in enumerate(zip(WIDTHS, cfg.blocks, strict=True), start=1):
+            x = vgg_block(x, filters, kernels, lrn=cfg.lrn and i == 1, name=f"block{i}")
+        return x
+
+    return build_backbone(
+        body,
+        fc_top({"fc1": 4096, "fc2": 4096}, dropout=dropout),
+        model_id=cfg.model_id,
+        name=name or cfg.model_id,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        default_size=DEFAULT_SIZE,
+        min_size=MIN_SIZE,
+        official=official,
     )
-    x = img_input
-    for i, (filters, kernels) in enumerate(zip(WIDTHS, cfg.blocks, strict=True), start=1):
-        x = vgg_block(x, filters, kernels, lrn=cfg.lrn and i == 1, name=f"block{i}")
-    if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        for fc in ("fc1", "fc2"):
-            x = layers.Dense(4096, activation="relu", name=fc)(x)
-            if dropout:
-                x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = global_pool(x, pooling)
-    model = model_from(img_input, input_tensor, x, name)
-    load_weights_arg(model, cfg.model_id, weights, include_top)
-    return model
 
 
 def _entry(config: str, model_name: str, doc: str):

@@ -7,14 +7,13 @@ data, freeze and augment sections are owned by their modules (``tlkit.data.DataC
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
 from tlkit.augment.config import AugmentConfig
 from tlkit.data.config import DataConfig
 from tlkit.freeze.config import FreezeConfig
 from tlkit.models.heads import HeadConfig
+from tlkit.models.registry import get_model_info
 from tlkit.section import Section
 from tlkit.train.config import TrainSection
 
@@ -29,8 +28,6 @@ class ModelSection(Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from tlkit.models.registry import get_model_info
-
         return get_model_info(value).id
 
 

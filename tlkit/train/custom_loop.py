@@ -16,8 +16,7 @@ all-reduce and the update stay outside XLA, where collectives work on every devi
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -148,47 +147,38 @@ class CustomLoop:
         }
 
     def run_epoch(
-        self,
-        train_ds,
-        val_ds,
-        rate_at: Callable[[int], float],
-        first_step: int,
-        epoch: int,
-        log: Callable[[str], None],
-        on_step: Callable[[int], None] | None = None,
+        self, train_ds, val_ds, callbacks: Sequence[keras.callbacks.Callback] = ()
     ) -> tuple[dict[str, float], int]:
         """One pass over ``train_ds`` then ``val_ds``.
 
         Args:
             train_ds, val_ds: Globally batched datasets (``val_ds`` may be None).
-            rate_at: Learning rate at a global step.
-            first_step: Global step of the first batch.
-            epoch: 0-based epoch index (for the log line).
-            log: Where the epoch's summary line goes.
-            on_step: Called with the number of steps done after each step with a finite loss.
+            callbacks: Keras callbacks whose ``on_train_batch_begin`` and
+                ``on_train_batch_end`` run around every step, as under ``Model.fit`` (the
+                trainer's hooks set the learning rate, guard against NaN and checkpoint
+                there); ``logs["loss"]`` is the epoch's mean loss so far.
 
         Returns:
             Keras-style logs and the number of steps run. A non-finite loss ends the epoch
             early; the logs then hold that loss.
         """
-        start = time.time()
         totals = tf.zeros([4])
         ran = 0
         for batch in self._dist(train_ds):
-            self.optimizer.learning_rate.assign(rate_at(first_step + ran))
+            for callback in callbacks:
+                callback.on_train_batch_begin(ran)
             sums = self._train_step(batch)
             totals += sums
             ran += 1
+            loss = float(totals[0]) / max(float(totals[3]), 1.0)
+            for callback in callbacks:
+                callback.on_train_batch_end(ran - 1, {"loss": loss})
             if not math.isfinite(float(sums[0])):
                 break
-            if on_step is not None:
-                on_step(ran)
         logs = self._logs(totals.numpy())
         if val_ds is not None:
             val_totals = tf.zeros([4])
             for batch in self._dist(val_ds):
                 val_totals += self._eval_step(batch)
             logs.update(self._logs(val_totals.numpy(), "val_"))
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-        log(f"epoch {epoch + 1}: {shown}  ({time.time() - start:.1f}s, {ran} steps)")
         return logs, ran

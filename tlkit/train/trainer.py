@@ -1,36 +1,39 @@
-"""The trainer: freeze stages, compile, an epoch loop with checkpoints, resume and NaN guard.
+"""The trainer: the stages of a :class:`~tlkit.train.plan.TrainPlan`, epoch by epoch, resumable.
 
-Each epoch runs ``Model.fit`` for one epoch (or, under MultiWorkerMirroredStrategy, tlkit's own
-``tf.function`` step under ``strategy.run``, see :mod:`tlkit.train.custom_loop`), then tlkit
-records history, saves the best model, checkpoints model and optimizer atomically and commits
-``state.json``; with ``train.checkpoint_every_steps`` it also commits inside the epoch.
-Re-running on the same run directory continues from the last checkpoint. A NaN or infinite loss,
-or weights that became so, stop the run before anything is committed.
+For each stage the trainer asks its :class:`~tlkit.freeze.freezer.Freezer` to apply the stage's
+policy, builds the optimizer and compiles; then it runs the stage's epochs, each with
+``Model.fit`` for one epoch (or, under MultiWorkerMirroredStrategy, tlkit's own ``tf.function``
+step under ``strategy.run``, see :mod:`tlkit.train.custom_loop`). What happens around the steps
+and epochs (the learning rate, the NaN guard, the best model, early stopping, checkpoints,
+history, TensorBoard, the progress line) is done by hooks (:mod:`tlkit.train.hooks`).
+
+``state.json`` is the commit point (:mod:`tlkit.train.state`): re-running on the same run
+directory continues from the last checkpoint, at the step where it was taken.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import sys
+import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tlkit.errors import TlkitError, UserError
+from tlkit.freeze.lr import apply_lr_multipliers
 from tlkit.io import atomic_path
+from tlkit.models.heads import inference_model as main_output_model
+from tlkit.train.custom_loop import CustomLoop
+from tlkit.train.hooks import standard_hooks, weights_are_finite
 from tlkit.train.optim import build_optimizer
-from tlkit.train.schedules import PlateauState, learning_rate_at
-from tlkit.train.state import (
-    TrainState,
-    prune_checkpoints,
-    restore_checkpoint,
-    save_checkpoint,
-)
+from tlkit.train.plan import Stage, TrainPlan
+from tlkit.train.state import TrainState, prune_checkpoints, restore_checkpoint, save_checkpoint
+from tlkit.train.strategy import describe_strategy
 
 BEST_MODEL = "model.keras"
 
@@ -40,236 +43,150 @@ class TrainingDivergedError(TlkitError):
 
 
 @dataclass
-class Stage:
-    """One freeze stage: a policy, how many epochs, and the learning rate."""
+class Datasets:
+    """``tf.data`` datasets of ``(inputs, one-hot labels[, sample weights])``, batched by the
+    global batch size; ``val`` may be None."""
 
-    policy: str
-    epochs: int
-    lr: float
-
-
-def plan_stages(recipe) -> list[Stage]:
-    """Stages from ``freeze.stages`` or, without them, one stage of ``train.epochs``."""
-    base_lr = recipe.train.optimizer.lr
-    if recipe.freeze.stages:
-        return [
-            Stage(str(s.policy), int(s.epochs), float(s.lr if s.lr is not None else base_lr))
-            for s in recipe.freeze.stages
-        ]
-    return [Stage(str(recipe.freeze.policy), int(recipe.train.epochs), float(base_lr))]
-
-
-def recipe_digest(recipe) -> str:
-    """Fingerprint of what determines training (not where outputs go, not verbosity)."""
-    data = recipe.model_dump(mode="json", exclude={"output": True, "description": True})
-    for key in ("verbose", "strategy", "jit_compile", "checkpoint_every_steps"):
-        data["train"].pop(key, None)  # a run may resume on other hardware or checkpoint more often
-    pca = data.get("augment", {}).get("pca_colour")
-    if isinstance(pca, dict):
-        pca.pop("stats", None)  # computed by the run and stored in its recipe.yaml
-    return hashlib.sha1(repr(sorted(_flatten(data))).encode()).hexdigest()[:16]
-
-
-def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(data, dict):
-        return [kv for k, v in data.items() for kv in _flatten(v, f"{prefix}{k}.")]
-    return [(prefix, repr(data))]
-
-
-def _repeat_labels(dataset, outputs: int):
-    """``(x, y[, w])`` to ``(x, (y,) * outputs[, w])`` for a model with auxiliary outputs."""
-    if dataset is None:
-        return None
-
-    def repeat(x, y, *rest):
-        return (x, tuple(y for _ in range(outputs)), *rest)
-
-    return dataset.map(repeat)
-
-
-def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, float]:
-    """Keras names a multi-output model's metrics ``<output>_accuracy``: keep the main ones."""
-    if main is None:
-        return logs
-    out = {}
-    for key, value in logs.items():
-        prefix = "val_" if key.startswith("val_") else ""
-        bare = key[len(prefix) :]
-        if bare.startswith(main + "_"):
-            out[prefix + bare[len(main) + 1 :]] = value
-        elif bare == "loss" or "_" not in bare:
-            out.setdefault(key, value)
-        else:
-            out[key] = value
-    return out
-
-
-class _StepHooks(keras.callbacks.Callback):
-    """Per step under ``Model.fit``: set the learning rate, count, commit step checkpoints.
-
-    Args:
-        rate_at: Learning rate at a global step of the stage.
-        first_step: Global step of the stage at which this epoch (or its remainder) starts.
-        on_step: Called with the number of steps done in this process after each finite step.
-    """
-
-    def __init__(
-        self,
-        rate_at: Callable[[int], float],
-        first_step: int,
-        on_step: Callable[[int], None] | None = None,
-    ):
-        super().__init__()
-        self.rate_at = rate_at
-        self.step = first_step
-        self.ran = 0
-        self.on_step = on_step
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate.assign(self.rate_at(self.step))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        self.ran += 1
-        loss = (logs or {}).get("loss")
-        if self.on_step is not None and loss is not None and math.isfinite(float(loss)):
-            self.on_step(self.ran)
-
-
-def _build_from_first_replica(model) -> None:
-    """Work around Keras 3's first-batch reduce under MirroredStrategy.
-
-    Before every ``fit``/``evaluate`` Keras' TensorFlow trainer averages the replicas' shards
-    of the first batch (``strategy.reduce("MEAN", ...)``) only to learn its shapes; with a batch
-    that does not split evenly (9 validation images on 2 replicas) that fails with "Inputs to
-    operation AddN ... must have the same size and shape" (keras-team/keras#19246). Shapes are
-    all it needs, so build from the first replica's shard instead.
-    """
-    import types
-
-    import tensorflow as tf
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return
-        if iterator is not None:
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(
-                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
-                    batch,
-                )
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
-
-
-def weights_are_finite(model) -> bool:
-    """True when no weight of ``model`` (trainable or not) holds a NaN or infinity."""
-    import tensorflow as tf
-
-    checks = [
-        tf.reduce_all(tf.math.is_finite(w.value))
-        for w in model.weights
-        if w.dtype in ("float16", "bfloat16", "float32", "float64")
-    ]
-    return bool(tf.reduce_all(tf.stack(checks))) if checks else True
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None = None
 
 
 class Trainer:
-    """Runs the stages of a recipe on a built model.
+    """Runs a plan's stages on a built model.
 
     Every worker checkpoints into its own ``run_dir`` (MultiWorkerMirroredStrategy's rule: all
-    workers save, non-chief ones into their own folder); only the chief writes the best model and
-    the history.
+    workers save, non-chief ones into their own folder); only the chief writes the best model
+    and the history.
 
     Args:
-        model: The transfer model (built inside ``strategy.scope()``).
-        info: Registry entry of the backbone (freeze groups).
-        recipe: The resolved recipe.
-        strategy: A ``tf.distribute`` strategy.
+        model: The model to fit (built inside ``strategy.scope()``).
+        plan: What to train and how.
+        datasets: Training and validation data for ``model``.
         run_dir: Where checkpoints, state and the best model go.
-        train_ds, val_ds: ``tf.data`` datasets of ``(images, one-hot labels[, weights])``,
-            batched by the global batch size.
-        steps_per_epoch: Batches in one training epoch.
-        train_images_per_class: For the ``auto`` freeze policy.
-        log: Where messages go.
+        hooks: Callbacks run around steps and epochs, in order; default
+            :func:`~tlkit.train.hooks.standard_hooks`.
+        strategy: A ``tf.distribute`` strategy (default: the current one).
+        freezer: Applies each stage's freeze policy (a :class:`~tlkit.freeze.Freezer`); without
+            one, the model trains as its ``trainable`` flags are.
+        inference_model: Returns the model to save as ``model.keras`` (default: ``model``
+            without auxiliary outputs).
         chief: Whether this process writes the run's outputs (multi-worker: worker 0 only).
-        inference_model: Callable returning the model to save as ``model.keras``.
-        callbacks: Extra Keras callbacks for ``Model.fit`` (not used by the multi-worker loop).
+        log: Where messages go.
     """
 
     def __init__(
         self,
-        model,
+        model: keras.Model,
+        plan: TrainPlan,
+        datasets: Datasets,
+        run_dir: str | Path,
+        hooks: Sequence[keras.callbacks.Callback] | None = None,
         *,
-        info,
-        recipe,
-        strategy,
-        run_dir: Path,
-        train_ds,
-        val_ds,
-        steps_per_epoch: int,
-        train_images_per_class: float,
-        log: Callable[[str], None] = print,
+        strategy=None,
+        freezer=None,
+        inference_model: Callable[[], keras.Model] | None = None,
         chief: bool = True,
-        inference_model: Callable[[], Any] | None = None,
-        callbacks: list[keras.callbacks.Callback] | None = None,
+        log: Callable[[str], None] = print,
     ):
-        self.model = model
-        self.callbacks = list(callbacks or [])
-        self.info = info
-        self.recipe = recipe
-        self.strategy = strategy
-        self.run_dir = Path(run_dir)
-        self.train_ds = train_ds
-        self.val_ds = val_ds
-        self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.train_images_per_class = train_images_per_class
-        self.log = log
-        self.chief = chief
-        from tlkit.models.heads import inference_model as main_output_model
-
+        self.model, self.plan, self.run_dir = model, plan, Path(run_dir)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.freezer, self.chief, self.log = freezer, chief, log
         self.inference_model = inference_model or (lambda: main_output_model(model))
         self.outputs = len(model.outputs)
-        if self.outputs > 1:  # auxiliary classifiers: the same labels for every output
-            train_ds, val_ds = (
-                _repeat_labels(train_ds, self.outputs),
-                _repeat_labels(val_ds, self.outputs),
-            )
-            self.train_ds, self.val_ds = train_ds, val_ds
-        self.stages = plan_stages(recipe)
+        self.train_ds = _repeat_labels(datasets.train, self.outputs)
+        self.val_ds = _repeat_labels(datasets.val, self.outputs)
+        self.hooks = list(standard_hooks() if hooks is None else hooks)
+        for hook in self.hooks:
+            hook.set_model(model)
+            if hasattr(hook, "bind"):
+                hook.bind(self)
+        self.used_custom_loop = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        self.replicas = int(self.strategy.num_replicas_in_sync)
         self.decisions: list[Any] = []
-        self.used_custom_loop = self._needs_custom_loop()
-        self.replicas = int(strategy.num_replicas_in_sync)
+        self.state = TrainState(recipe_digest=plan.digest)
+        self.stage_index, self.stage = 0, plan.stages[0]
+        self.steps_done = 0  # steps of the current epoch, a resumed epoch's skipped ones included
+        self.stop_training = False
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self.plan.stages
 
     # ----------------------------------------------------------------- public
 
     def run(self, resume: bool = True) -> TrainState:
         """Train every stage; continue from ``state.json`` when ``resume`` and it exists."""
-        from tlkit.train.strategy import describe_strategy
+        state = self.state = self._initial_state(resume)
+        if state.finished:
+            self.log(f"{self.run_dir}: this run already finished ({state.epoch} epochs)")
+            return state
+        self.log(describe_strategy(self.strategy, self.plan.batch_size))
+        self._call("on_train_begin")
+        restored = False
+        for index in range(state.stage, len(self.stages)):
+            self._prepare_stage(index, self.stages[index])
+            if state.checkpoint and not restored:
+                same_stage = state.stage == index and (state.stage_epoch or state.step_in_epoch)
+                self._restore(state, with_optimizer=bool(same_stage))
+                restored = True
+            for hook in self.hooks:
+                getattr(hook, "on_stage_begin", lambda i: None)(index)
+            while state.stage_epoch < self.stage.epochs and not self.stop_training:
+                self._run_epoch()
+            state.stage, state.stage_epoch, state.plateau = index + 1, 0, {}
+            if self.stop_training:
+                break
+        state.finished = True
+        state.save(self.run_dir)
+        self._call("on_train_end")
+        return state
 
-        digest = recipe_digest(self.recipe)
+    def commit(self, name: str, when: str, check: bool = True) -> None:
+        """Checkpoint model and optimizer, then point ``state.json`` at it (the commit point)."""
+        if check and not weights_are_finite(self.model):
+            raise self.diverged(f"the weights became NaN or infinite {when}")
+        save_checkpoint(self.run_dir, name, self.model, self.model.optimizer)
+        self.state.checkpoint = name
+        self.state.save(self.run_dir)
+        prune_checkpoints(self.run_dir, keep=name)
+
+    def save_model(self) -> None:
+        """Write the inference model to ``model.keras`` atomically."""
+        with atomic_path(self.run_dir / BEST_MODEL) as tmp:
+            self.inference_model().save(tmp)
+
+    def diverged(self, what: str) -> TrainingDivergedError:
+        """The error for a run that diverged, saying what is kept and what to change."""
+        state = self.state
+        where = (
+            f"the last good checkpoint ({state.checkpoint}) is kept"
+            if state.checkpoint
+            else "no checkpoint had been written yet"
+        )
+        best = f", and {BEST_MODEL} from epoch {state.best_epoch}" if state.best_epoch else ""
+        return TrainingDivergedError(
+            f"{what}; {where}{best} in {self.run_dir}. Lower the learning rate "
+            "(train.optimizer.lr) or add gradient clipping (train.optimizer.clipnorm)."
+        )
+
+    # ----------------------------------------------------------------- start
+
+    def _initial_state(self, resume: bool) -> TrainState:
         state = TrainState.load(self.run_dir) if resume else None
         problem = None
-        if state is not None and state.recipe_digest not in (None, digest):
+        if state is not None and state.recipe_digest not in (None, self.plan.digest):
             problem = UserError(
-                f"{self.run_dir} holds an unfinished run of a different recipe; pass "
-                "--overwrite to start again there, or choose another --output"
+                f"{self.run_dir} holds an unfinished run of a different recipe (or one trained "
+                "another way: on images or on cached features); pass --overwrite to start "
+                "again there, or choose another --output"
             )
         if self.used_custom_loop:
             state = self._agree_with_chief(state, problem)
         elif problem is not None:
             raise problem
         if state is None:
-            state = TrainState(recipe_digest=digest)
-        elif state.finished:
-            self.log(f"{self.run_dir}: this run already finished ({state.epoch} epochs)")
-            return state
-        elif state.checkpoint:
+            return TrainState(recipe_digest=self.plan.digest)
+        if state.checkpoint and not state.finished:
             at_step = (
                 f", step {state.step_in_epoch} of epoch {state.epoch + 1}"
                 if state.step_in_epoch
@@ -279,110 +196,7 @@ class Trainer:
                 f"resuming {self.run_dir} after epoch {state.epoch}{at_step} "
                 f"(stage {state.stage + 1} of {len(self.stages)}; checkpoint {state.checkpoint})"
             )
-        self.log(describe_strategy(self.strategy, self.recipe.train.batch_size))
-        monitor = self.recipe.train.monitor
-        mode = "max" if monitor.endswith("accuracy") else "min"
-        restored = False
-        for stage_index in range(state.stage, len(self.stages)):
-            stage = self.stages[stage_index]
-            self._prepare_stage(stage_index, stage)
-            if state.checkpoint and not restored:
-                same_stage = state.stage == stage_index and (
-                    state.stage_epoch > 0 or state.step_in_epoch > 0
-                )
-                self._restore(state, with_optimizer=same_stage)
-                restored = True
-            plateau = PlateauState(**state.plateau) if state.plateau else PlateauState()
-            while state.stage_epoch < stage.epochs:
-                logs = self._run_epoch(state, stage, plateau)
-                self._after_epoch(state, stage_index, logs, plateau, monitor, mode)
-                if self._early_stop(state):
-                    break
-            state.stage, state.stage_epoch, state.plateau = stage_index + 1, 0, {}
-            if state.stopped_early:
-                break
-        state.finished = True
-        state.save(self.run_dir)
         return state
-
-    # ----------------------------------------------------------------- stages
-
-    def _prepare_stage(self, index: int, stage: Stage):
-        from tlkit.freeze import (
-            apply_freeze,
-            apply_lr_multipliers,
-            freeze_table,
-            variable_multipliers,
-        )
-
-        with self.strategy.scope():
-            decision = apply_freeze(
-                self.model,
-                self.info,
-                stage.policy,
-                train_images_per_class=self.train_images_per_class,
-                config=self.recipe.freeze,
-            )
-            self.decisions.append(decision)
-            title = f"stage {index + 1}/{len(self.stages)}: " if len(self.stages) > 1 else ""
-            self.log(f"{title}{decision.message}")
-            self.log(freeze_table(self.model, self.info).format())
-            optimizer = build_optimizer(self.recipe.train.optimizer, stage.lr)
-            if self.recipe.freeze.lr_multipliers:
-                apply_lr_multipliers(
-                    optimizer,
-                    variable_multipliers(self.model, self.info, self.recipe.freeze.lr_multipliers),
-                )
-            loss = keras.losses.CategoricalCrossentropy(
-                label_smoothing=self.recipe.train.label_smoothing
-            )
-            classes = int(self.model.outputs[0].shape[-1])
-            metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-            if classes > 5:
-                metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-            extra = {}
-            if self.outputs > 1:
-                aux = self.recipe.train.aux_loss_weight
-                loss = [loss] * self.outputs
-                extra["loss_weights"] = [1.0] + [aux] * (self.outputs - 1)
-                metrics = [metrics] + [[] for _ in range(self.outputs - 1)]
-            # Under mixed_float16 compile wraps the optimizer in a LossScaleOptimizer: from here
-            # on, model.optimizer (not `optimizer`) is the one to step, save and restore.
-            self.model.compile(
-                optimizer=optimizer,
-                loss=loss,
-                metrics=metrics,
-                jit_compile=bool(self.recipe.train.jit_compile),
-                **extra,
-            )
-            self.model.optimizer.build(self.model.trainable_variables)
-        if self.used_custom_loop:
-            from tlkit.train.custom_loop import CustomLoop
-
-            self._custom = CustomLoop(
-                self.model,
-                self.model.optimizer,
-                self.recipe.train.label_smoothing,
-                self.strategy,
-                loss_weights=extra.get("loss_weights"),
-                jit_compile=bool(self.recipe.train.jit_compile),
-            )
-        elif self.replicas > 1:
-            _build_from_first_replica(self.model)
-        return self.model.optimizer
-
-    def _restore(self, state: TrainState, with_optimizer: bool) -> None:
-        if with_optimizer:
-            restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
-        else:
-            self.model.load_weights(
-                self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
-            )
-
-    def _needs_custom_loop(self) -> bool:
-        import tensorflow as tf
-
-        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     def _agree_with_chief(self, state: TrainState | None, problem: Exception | None):
         """Multi-worker: every worker must start from the chief's checkpoint, or all stop.
@@ -390,8 +204,6 @@ class Trainer:
         A worker whose own progress differs from the chief's drops it when the chief starts
         afresh; otherwise every worker raises, so none waits forever in a collective.
         """
-        import numpy as np
-        import tensorflow as tf
 
         def progress(s):
             if s is None:
@@ -434,189 +246,180 @@ class Trainer:
             )
         return state
 
+    # ----------------------------------------------------------------- stages
+
+    def _prepare_stage(self, index: int, stage: Stage):
+        """Freeze, build the optimizer and compile for ``stage``."""
+        self.stage_index, self.stage = index, stage
+        plan, multipliers = self.plan, {}
+        with self.strategy.scope():
+            if self.freezer is not None:
+                decision = self.freezer.apply(stage.policy)
+                self.decisions.append(decision)
+                title = f"stage {index + 1}/{len(self.stages)}: " if len(self.stages) > 1 else ""
+                self.log(f"{title}{decision.message}")
+                self.log(self.freezer.table())
+                multipliers = self.freezer.lr_multipliers()
+            optimizer = build_optimizer(plan.optimizer, stage.lr)
+            if multipliers:
+                apply_lr_multipliers(optimizer, multipliers)
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
+            metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+            if int(self.model.outputs[0].shape[-1]) > 5:
+                metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+            extra = {}
+            if self.outputs > 1:
+                loss = [loss] * self.outputs
+                extra["loss_weights"] = [1.0] + [plan.aux_loss_weight] * (self.outputs - 1)
+                metrics = [metrics] + [[] for _ in range(self.outputs - 1)]
+            # Under mixed_float16 compile wraps the optimizer in a LossScaleOptimizer: from here
+            # on, model.optimizer (not `optimizer`) is the one to step, save and restore.
+            self.model.compile(
+                optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=plan.jit_compile,
+                **extra,
+            )
+            self.model.optimizer.build(self.model.trainable_variables)
+        if self.used_custom_loop:
+            self._custom = CustomLoop(
+                self.model,
+                self.model.optimizer,
+                plan.label_smoothing,
+                self.strategy,
+                loss_weights=extra.get("loss_weights"),
+                jit_compile=plan.jit_compile,
+            )
+        elif self.replicas > 1:
+            _build_from_first_replica(self.model)
+        return self.model.optimizer
+
+    def _restore(self, state: TrainState, with_optimizer: bool) -> None:
+        if with_optimizer:
+            restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
+        else:
+            self.model.load_weights(
+                self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
+            )
+
     # ----------------------------------------------------------------- epochs
 
-    def _rate_fn(self, stage: Stage, plateau: PlateauState) -> Callable[[int], float]:
-        cfg = self.recipe.train.schedule
-        steps, epochs = self.steps_per_epoch, stage.epochs
-        return lambda step: learning_rate_at(cfg, stage.lr, step, steps, epochs) * plateau.scale
+    def _call(self, event: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(*args)
 
-    def _step_hook(self, state: TrainState, skip: int) -> Callable[[int], None] | None:
-        every = self.recipe.train.checkpoint_every_steps
-        if not every:
-            return None
-
-        def on_step(ran: int) -> None:
-            done = skip + ran
-            if done % every == 0 and done < self.steps_per_epoch:
-                state.step_in_epoch = done
-                self._commit(
-                    state,
-                    f"epoch-{state.epoch + 1:04d}-step-{done:06d}",
-                    f"at step {done} of epoch {state.epoch + 1}",
-                )
-
-        return on_step
-
-    def _run_epoch(self, state: TrainState, stage: Stage, plateau: PlateauState) -> dict:
-        rate_at = self._rate_fn(stage, plateau)
-        skip = min(state.step_in_epoch, self.steps_per_epoch)
-        first_step = state.stage_epoch * self.steps_per_epoch + skip
+    def _run_epoch(self) -> dict[str, Any]:
+        """One epoch (or what is left of it after a step checkpoint), then the epoch hooks."""
+        state, steps = self.state, self.plan.steps_per_epoch
+        skip = min(state.step_in_epoch, steps)
+        self.steps_done = skip
         train_ds = self.train_ds.skip(skip) if skip else self.train_ds
         if skip:
             self.log(
                 f"epoch {state.epoch + 1}: continuing from the step checkpoint, steps "
-                f"{skip + 1}..{self.steps_per_epoch} of {self.steps_per_epoch}"
+                f"{skip + 1}..{steps} of {steps}"
             )
-        on_step = self._step_hook(state, skip)
+        self._call("on_epoch_begin", state.epoch)
+        relay = _StepRelay(self)
         if self.used_custom_loop:
-            logs, ran = self._custom.run_epoch(
-                train_ds, self.val_ds, rate_at, first_step, state.epoch, self.log, on_step=on_step
-            )
+            logs, _ = self._custom.run_epoch(train_ds, self.val_ds, callbacks=[relay])
         else:
-            verbose = self.recipe.train.verbose
-            if verbose == 1 and not sys.stdout.isatty():
-                verbose = 2
-            warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
-            # File datasets have unknown cardinality; the end of one is the end of the epoch.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            hooks = _StepHooks(rate_at, first_step, on_step)
-            history = self.model.fit(
-                train_ds,
-                validation_data=self.val_ds,
-                epochs=state.epoch + 1,
-                initial_epoch=state.epoch,
-                callbacks=[keras.callbacks.TerminateOnNaN(), hooks, *self.callbacks],
-                verbose=verbose,
-            )
-            ran = hooks.ran
-            logs = _main_output_logs(
-                {k: float(v[-1]) for k, v in history.history.items() if v},
-                self.model.output_names[0] if self.outputs > 1 else None,
-            )
-        last = state.stage_epoch * self.steps_per_epoch + self.steps_per_epoch - 1
-        logs["lr"] = float(rate_at(last))
-        logs["steps"] = skip + ran
+            logs = self._fit_epoch(train_ds, relay)
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["steps"] = skip + relay.ran
         if skip:
             logs["resumed_at_step"] = skip
-        loss = logs.get("loss", float("nan"))
-        if not math.isfinite(loss):
-            raise self._diverged(
-                state, f"the training loss became {loss} in epoch {state.epoch + 1}"
-            )
-        return logs
-
-    def _diverged(self, state: TrainState, what: str) -> TrainingDivergedError:
-        where = (
-            f"the last good checkpoint ({state.checkpoint}) is kept"
-            if state.checkpoint
-            else "no checkpoint had been written yet"
-        )
-        best = f", and {BEST_MODEL} from epoch {state.best_epoch}" if state.best_epoch else ""
-        return TrainingDivergedError(
-            f"{what}; {where}{best} in {self.run_dir}. Lower the learning rate "
-            "(train.optimizer.lr) or add gradient clipping (train.optimizer.clipnorm)."
-        )
-
-    def _commit(self, state: TrainState, name: str, when: str, check: bool = True) -> None:
-        """Checkpoint model and optimizer, then point ``state.json`` at it (the commit point)."""
-        if check and not weights_are_finite(self.model):
-            raise self._diverged(state, f"the weights became NaN or infinite {when}")
-        save_checkpoint(self.run_dir, name, self.model, self.model.optimizer)
-        state.checkpoint = name
-        state.save(self.run_dir)
-        prune_checkpoints(self.run_dir, keep=name)
-
-    def _after_epoch(self, state, stage_index, logs, plateau, monitor, mode) -> None:
-        if not weights_are_finite(self.model):
-            raise self._diverged(
-                state, f"the weights became NaN or infinite in epoch {state.epoch + 1}"
-            )
         state.epoch += 1
         state.stage_epoch += 1
         state.step_in_epoch = 0
-        state.history.append({"epoch": state.epoch, "stage": stage_index + 1, **logs})
-        value = logs.get(monitor)
-        if value is not None and math.isfinite(value):
-            better = state.best is None or (
-                value > state.best if mode == "max" else value < state.best
-            )
-            if better:
-                state.best, state.best_epoch = float(value), state.epoch
-                state.epochs_without_improvement = 0
-                if self.chief:
-                    self.save_best()
-            else:
-                state.epochs_without_improvement += 1
-            if self.recipe.train.schedule.name == "plateau":
-                sched = self.recipe.train.schedule
-                min_scale = sched.min_lr / max(self.stages[stage_index].lr, 1e-12)
-                if plateau.update(
-                    value,
-                    mode=mode,
-                    factor=sched.factor,
-                    patience=sched.patience,
-                    min_scale=min_scale,
-                ):
-                    self.log(f"{monitor} stalled: learning rate x{plateau.scale:g}")
-        state.plateau = plateau.as_dict()
-        self._commit(state, f"epoch-{state.epoch:04d}", f"after epoch {state.epoch}", check=False)
-        if self.chief:
-            self.write_history(state)
+        row = {"epoch": state.epoch, "stage": self.stage_index + 1, **logs}
+        state.history.append(row)
+        self._call("on_epoch_end", state.epoch - 1, row)
+        return row
 
-    def _early_stop(self, state: TrainState) -> bool:
-        patience = self.recipe.train.early_stopping
-        if patience and state.epochs_without_improvement >= patience:
-            self.log(
-                f"early stopping: no improvement in {patience} epochs "
-                f"(best {state.best:.4f} at epoch {state.best_epoch})"
-            )
-            state.stopped_early = True
-            return True
-        return False
+    def _fit_epoch(self, train_ds, relay: keras.callbacks.Callback) -> dict[str, float]:
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
+        # File datasets have unknown cardinality; the end of one is the end of the epoch.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = self.model.fit(
+            train_ds,
+            validation_data=self.val_ds,
+            epochs=self.state.epoch + 1,
+            initial_epoch=self.state.epoch,
+            callbacks=[relay],
+            verbose=0,
+        )
+        return _main_output_logs(
+            {k: float(v[-1]) for k, v in history.history.items() if v},
+            self.model.output_names[0] if self.outputs > 1 else None,
+        )
 
-    # ----------------------------------------------------------------- outputs
 
-    def save_best(self) -> None:
-        with atomic_path(self.run_dir / BEST_MODEL) as tmp:
-            self.inference_model().save(tmp)
+class _StepRelay(keras.callbacks.Callback):
+    """Passes each training step to the trainer's hooks and counts the steps."""
 
-    def write_history(self, state: TrainState) -> None:
-        from tlkit.reports import write_history_csv
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.trainer, self.ran = trainer, 0
 
-        write_history_csv(self.run_dir / "history.csv", state.history)
-        self._write_tensorboard(state.history[-1])
+    def on_train_batch_begin(self, batch, logs=None):
+        self.trainer._call("on_train_batch_begin", batch, logs)
 
-    def _write_tensorboard(self, row: dict) -> None:
-        """Per-epoch scalars for TensorBoard (``tensorboard --logdir RUN/tensorboard``).
+    def on_train_batch_end(self, batch, logs=None):
+        self.ran += 1
+        self.trainer.steps_done += 1
+        self.trainer._call("on_train_batch_end", batch, logs)
 
-        Written when the ``tensorboard`` package is installed (``pip install tlkit[tensorboard]``;
-        TensorFlow 2.21 no longer brings it); otherwise skipped with one note.
-        """
-        import importlib.util
 
-        import tensorflow as tf
+def _repeat_labels(dataset, outputs: int):
+    """``(x, y[, w])`` to ``(x, (y,) * outputs[, w])`` for a model with auxiliary outputs."""
+    if dataset is None or outputs == 1:
+        return dataset
 
-        if getattr(self, "_tb_writers", None) is False:
+    def repeat(x, y, *rest):
+        return (x, tuple(y for _ in range(outputs)), *rest)
+
+    return dataset.map(repeat)
+
+
+def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, float]:
+    """Keras names a multi-output model's metrics ``<output>_accuracy``: keep the main ones."""
+    if main is None:
+        return logs
+    out = {}
+    for key, value in logs.items():
+        prefix = "val_" if key.startswith("val_") else ""
+        bare = key[len(prefix) :]
+        if bare.startswith(main + "_"):
+            out[prefix + bare[len(main) + 1 :]] = value
+        elif bare == "loss" or "_" not in bare:
+            out.setdefault(key, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build_from_first_replica(model) -> None:
+    """Work around Keras 3's first-batch reduce under MirroredStrategy.
+
+    Before every ``fit``/``evaluate`` Keras' TensorFlow trainer averages the replicas' shards
+    of the first batch (``strategy.reduce("MEAN", ...)``) only to learn its shapes; with a batch
+    that does not split evenly (9 validation images on 2 replicas) that fails with "Inputs to
+    operation AddN ... must have the same size and shape" (keras-team/keras#19246). Shapes are
+    all it needs, so build from the first replica's shard instead.
+    """
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
             return
-        if importlib.util.find_spec("tensorboard") is None:
-            self.log("TensorBoard logs skipped: the tensorboard package is not installed "
-                     "(pip install 'tlkit[tensorboard]'); history.csv has the same numbers")
-            self._tb_writers = False
-            return
-        if getattr(self, "_tb_writers", None) is None:
-            root = self.run_dir / "tensorboard"
-            self._tb_writers = {
-                "train": tf.summary.create_file_writer(str(root / "train")),
-                "validation": tf.summary.create_file_writer(str(root / "validation")),
-            }
-        step = int(row["epoch"])
-        for key, value in row.items():
-            if key in ("epoch", "stage") or not isinstance(value, (int, float)):
-                continue
-            split = "validation" if key.startswith("val_") else "train"
-            name = key[4:] if key.startswith("val_") else key
-            with self._tb_writers[split].as_default():
-                tf.summary.scalar(name, float(value), step=step)
-        for writer in self._tb_writers.values():
-            writer.flush()
+        if iterator is not None:
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)

@@ -1,4 +1,11 @@
-"""Decoding that reads only what training uses: JPEG crop windows and DCT-domain downscaling.
+"""Low-level image ops that the data pipeline and augmentation share: decode, resize, mirror,
+seed streams.
+
+:mod:`tlkit.data` and :mod:`tlkit.augment` both import this module and neither imports the
+other: the pipeline calls an augmenter it is handed, and the augmenter decodes and resizes
+with the functions here.
+
+Decoding that reads only what training uses: JPEG crop windows and DCT-domain downscaling.
 
 A random crop needs only its window of the image, and a large photo trained at 224 pixels
 needs only a fraction of its resolution. For JPEG files, :func:`decode_window` asks libjpeg
@@ -26,6 +33,17 @@ WindowFn = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 def decode_rgb(contents) -> tf.Tensor:
     """Any image file's bytes as uint8 RGB ``[H, W, 3]`` (first frame of an animation)."""
     return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
+def seed_stream(seed: int) -> tf.data.Dataset:
+    """An endless dataset of int64 ``[2]`` seeds: reproducible, and different every epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def resize_uint8(image, size: int) -> tf.Tensor:
+    """Bilinear, antialiased resize to ``size x size``, rounded back to uint8."""
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def jpeg_ratio_index(extent, min_side: int) -> tf.Tensor:

@@ -1,0 +1,161 @@
+"""``finetune(recipe)``: a folder of images in, a trained classifier and its reports out.
+
+How a run flows: :func:`finetune` reads the recipe once and hands each step only what it needs.
+
+==========  ========================================  ====================================
+step        what it produces                          where it lives
+==========  ========================================  ====================================
+context     run directory, resume, strategy, chief    ``tlkit/finetune/context.py``
+inputs      checked data, class weights, PCA stats,   ``tlkit/finetune/inputs.py``
+            augmenter                                 (``tlkit/data``, ``tlkit/augment``)
+record      labels.json, recipe.yaml, pca_stats.json  ``tlkit/finetune/reports.py``
+plan        stages, optimizer, schedule, monitor,     ``tlkit/train/plan.py``
+            checkpoints, precision
+model       the transfer model (no weights yet)       ``tlkit/finetune/model.py``
+                                                      (``tlkit/models/heads.py``)
+freezer     each stage's freeze policy                ``tlkit/freeze/freezer.py``
+route       images, or cached features of a frozen    ``tlkit/train/routes.py``
+            backbone (``tlkit/train/feature_store.py``)
+weights     the starting weights and their report     ``tlkit/finetune/model.py``
+                                                      (``tlkit/weights.py``)
+training    stages and epochs; hooks checkpoint,      ``tlkit/train/trainer.py``,
+            schedule, stop early, guard, log          ``tlkit/train/hooks.py``
+reports     scores of the best model, plots, metrics  ``tlkit/finetune/reports.py``
+==========  ========================================  ====================================
+
+Everything a run writes is written atomically; only the chief writes the run's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlkit.finetune.context import RunContext, resolve_run_dir
+from tlkit.finetune.inputs import prepare_inputs
+from tlkit.finetune.model import (
+    build_run_model,
+    checked_image_size,
+    dtype_policy,
+    load_start_weights,
+    make_route,
+    weights_source,
+)
+from tlkit.finetune.reports import final_reports, write_run_record
+from tlkit.freeze.freezer import Freezer
+from tlkit.io import atomic_write_json
+from tlkit.models.registry import get_model_info
+from tlkit.train.plan import TrainPlan
+from tlkit.train.routes import ImageInput, plan_feature_cache
+from tlkit.train.trainer import Trainer
+
+__all__ = ["RunResult", "describe_result", "finetune", "read_metrics", "resolve_run_dir"]
+
+
+@dataclass
+class RunResult:
+    """What a fine-tune produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+    fast_path: bool = False
+    chief: bool = True
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def finetune(
+    recipe,
+    *,
+    overwrite: bool = False,
+    resume: bool = True,
+    log: Callable[[str], None] = _stderr,
+    progress: bool = True,
+) -> RunResult:
+    """Fine-tune ``recipe.model.backbone`` on ``recipe.data`` as the recipe says.
+
+    Args:
+        recipe: A resolved :class:`tlkit.recipes.schema.Recipe`.
+        overwrite: Replace an existing run directory.
+        resume: Continue an unfinished run in the run directory (after a crash or kill).
+        log: Where progress messages go.
+        progress: Show progress bars (data check).
+
+    Returns:
+        A :class:`RunResult` with the run directory and final metrics.
+    """
+    started = time.time()
+    info = get_model_info(recipe.model.backbone)
+    size = checked_image_size(info, recipe.model.image_size)
+    run = RunContext.open(recipe.output, recipe.name, recipe.train.strategy, seed=recipe.seed,
+                          overwrite=overwrite, resume=resume, log=log)
+    inputs = prepare_inputs(recipe.data, recipe.augment, image_size=size, seed=recipe.seed,
+                            run_dir=run.run_dir, progress=progress and run.chief, log=log)
+    if run.chief:
+        write_run_record(run.run_dir, recipe, inputs)
+    plan = TrainPlan.from_recipe(recipe, train_images=len(inputs.bundle.train))
+    images = ImageInput(size, plan.batch_size, recipe.seed, recipe.data.cache,
+                        recipe.data.cache_limit_mb, recipe.data.num_parallel_calls)
+    source = weights_source(recipe.weights, info)
+    with dtype_policy(plan.precision):
+        model = build_run_model(info, inputs, recipe.model.head, strategy=run.strategy,
+                                aux_loss_weight=plan.aux_loss_weight, log=log)
+        freezer = Freezer(model, info, recipe.freeze, train_images_per_class=inputs.images_per_class)
+        choice = plan_feature_cache(model, freezer, plan.stages, head_type=recipe.model.head.type,
+                                    augment=recipe.augment, feature_cache=recipe.train.feature_cache,
+                                    strategy=run.strategy)
+        report = load_start_weights(model, info, recipe.weights, source=source, run=run,
+                                    include_top=recipe.model.head.type == "paper",
+                                    feature_route=choice.use, log=log)
+        if run.chief and report is not None:
+            atomic_write_json(run.run_dir / "weights_report.json", report)
+        if plan.precision != "float32":
+            log(f"precision: {plan.precision} (classifier output in float32)")
+        route = make_route(model, choice, inputs, images, info=info, source=source, run=run, log=log)
+        trainer = Trainer(route.model, plan.for_route(route.name), route.datasets, run.run_dir, strategy=run.strategy,
+                          freezer=freezer, inference_model=route.inference_model, chief=run.chief,
+                          log=log)
+        state = trainer.run(resume=resume)
+    if not run.chief:
+        return RunResult(run_dir=run.run_dir, resumed=run.resuming, chief=False)
+    metrics = final_reports(run.run_dir, inputs, state, route, images, title=recipe.name,
+                            monitor=plan.monitor, log=log)
+    metrics.update(
+        backbone=info.id, weights=source, image_size=size, classes=inputs.bundle.num_classes,
+        train_images=len(inputs.bundle.train), val_images=len(inputs.bundle.val),
+        test_images=len(inputs.bundle.test), freeze=[d.message for d in trainer.decisions],
+        custom_loop=trainer.used_custom_loop, resumed=run.resuming, **route.metrics(),
+        seconds=round(time.time() - started, 1),
+    )
+    if choice.frozen and not choice.use:
+        metrics["fast_path_blocked_by"] = choice.reason
+    atomic_write_json(run.run_dir / "metrics.json", metrics)
+    return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=choice.use)
+
+
+def describe_result(result: RunResult) -> str:
+    """One closing summary line plus where to look."""
+    if not result.chief:
+        return f"worker finished; the chief writes the run's outputs (scratch: {result.run_dir})"
+    m = result.metrics
+    val = m.get("val") or {}
+    parts = [f"done in {m.get('seconds', 0):.0f}s"]
+    if val:
+        parts.append(f"val top-1 {val['top1']:.4f}")
+    return (
+        f"{'; '.join(parts)}. Outputs in {result.run_dir}: model.keras, metrics.json, curves.png, "
+        f"confusion_matrix.png. Next: tlkit predict {result.run_dir} IMAGE"
+    )
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A finished run's ``metrics.json``."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

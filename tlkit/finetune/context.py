@@ -1,0 +1,145 @@
+"""The run context: where a run writes, whether it resumes, its strategy, seed and chief."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tlkit.errors import UserError
+from tlkit.train.state import TrainState
+from tlkit.train.strategy import is_chief, resolve_strategy
+
+#: What makes a folder a tlkit run directory.
+RUN_MARKERS = ("recipe.yaml", "state.json", "feature_cache")
+
+
+@dataclass
+class RunContext:
+    """Where and how a run happens.
+
+    Attributes:
+        run_dir: The run directory (a non-chief worker's own scratch folder).
+        resuming: An unfinished run is continued there.
+        strategy: The ``tf.distribute`` strategy.
+        chief: This process writes the run's outputs.
+        seed: The run's seed (set for Python, NumPy and the backend).
+    """
+
+    run_dir: Path
+    resuming: bool
+    strategy: Any
+    chief: bool
+    seed: int
+
+    @classmethod
+    def open(
+        cls,
+        output,
+        name: str,
+        strategy: str,
+        *,
+        seed: int,
+        overwrite: bool = False,
+        resume: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> RunContext:
+        """Resolve the strategy and the run directory (see :func:`resolve_run_dir`), create the
+        directory and seed every generator.
+
+        Args:
+            output: The recipe's ``output`` section.
+            name: The recipe's name (``runs/<name>`` by default).
+            strategy: The recipe's ``train.strategy``.
+            seed: The recipe's seed.
+            overwrite: Replace an existing run directory.
+            resume: Continue an unfinished run there.
+            log: Where the directory line goes.
+        """
+        resolved = resolve_strategy(strategy)
+        chief = is_chief(resolved)
+        if chief:
+            run_dir, resuming = resolve_run_dir(output, name, overwrite=overwrite, resume=resume)
+        else:
+            run_dir, resuming = worker_run_dir(
+                run_base(output, name), resolved.cluster_resolver.task_id,
+                overwrite=overwrite, resume=resume,
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
+        keras.utils.set_random_seed(seed)
+        return cls(run_dir, resuming, resolved, chief, seed)
+
+
+def run_base(output, name: str) -> Path:
+    """``output.dir``, or ``<output.root>/<name>``."""
+    return Path(output.dir) if output.dir is not None else Path(output.root) / name
+
+
+def resolve_run_dir(
+    output, name: str, *, overwrite: bool = False, resume: bool = True
+) -> tuple[Path, bool]:
+    """Pick the run directory; returns ``(path, resuming)``.
+
+    A default directory (``runs/<name>``) that holds a finished run moves on to ``runs/<name>-2``
+    and so on; an explicit ``output.dir`` that holds a finished run is an error unless
+    ``overwrite``. An unfinished run is resumed unless ``resume`` is False.
+    """
+    explicit = output.dir is not None
+    base = run_base(output, name)
+    candidate, n = base, 1
+    while True:
+        if not candidate.exists() or not any(candidate.iterdir()):
+            return candidate, False
+        if not any((candidate / m).exists() for m in RUN_MARKERS):
+            raise UserError(
+                f"{candidate} exists and is not a tlkit run directory; choose another --output"
+            )
+        if overwrite:
+            shutil.rmtree(candidate)
+            return candidate, False
+        state = TrainState.load(candidate)
+        if state is not None and not state.finished and resume:
+            return candidate, True
+        if state is None and resume:
+            # Crashed before the first epoch finished: start again in the same place, keeping
+            # any cached features (keyed by content, they are reused when still valid).
+            _clear_run_dir(candidate, keep=("feature_cache",))
+            return candidate, False
+        if explicit:
+            raise UserError(
+                f"{candidate} already holds a finished run; pass --overwrite to replace it or "
+                "choose another --output"
+            )
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+
+
+def worker_run_dir(
+    base: Path, task_id: int, *, overwrite: bool = False, resume: bool = True
+) -> tuple[Path, bool]:
+    """A non-chief worker's own scratch folder beside the chief's run directory ``base``.
+
+    Computed without looking into (or changing) the chief's directory, which the chief alone
+    manages. A finished or overwritten worker folder starts again; an unfinished one resumes.
+    """
+    folder = base.parent / f".{base.name}-worker-{task_id}"
+    state = TrainState.load(folder) if folder.exists() else None
+    if folder.exists() and (overwrite or state is None or state.finished or not resume):
+        shutil.rmtree(folder)
+        return folder, False
+    return folder, state is not None
+
+
+def _clear_run_dir(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    for entry in run_dir.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -1,0 +1,181 @@
+"""The run's model: the transfer model, its starting weights, and the route that trains it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+
+from tlkit.augment.layer import augmentation_layer
+from tlkit.errors import UserError
+from tlkit.finetune.context import RunContext
+from tlkit.finetune.inputs import Inputs
+from tlkit.models.heads import build_transfer_model, is_head_layer
+from tlkit.models.registry import ModelInfo
+from tlkit.train import feature_store
+from tlkit.train.routes import FeatureCachePlan, FeatureRoute, ImageInput, ImageRoute
+from tlkit.weights import load_backbone_weights
+
+
+def checked_image_size(info: ModelInfo, image_size: int | None) -> int:
+    """The recipe's ``model.image_size``, or the architecture's own; at least its minimum."""
+    size = image_size or info.default_size
+    if size < info.min_size:
+        raise UserError(
+            f"{info.id} needs images of at least {info.min_size}x{info.min_size}; "
+            f"model.image_size is {size}"
+        )
+    return size
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``name`` for the block (models built in it use it)."""
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def build_run_model(
+    info: ModelInfo,
+    inputs: Inputs,
+    head,
+    *,
+    strategy,
+    aux_loss_weight: float,
+    log: Callable[[str], None] = print,
+) -> keras.Model:
+    """The transfer model for the data's classes, built in the strategy's scope (no weights).
+
+    Args:
+        info: The backbone's registry entry.
+        inputs: The run's inputs (classes, image size, augmenter for ``device: model``).
+        head: The recipe's ``model.head``.
+        strategy: The run's strategy.
+        aux_loss_weight: GoogLeNet's auxiliary classifiers train when it is above 0.
+        log: Where messages go.
+    """
+    with strategy.scope():
+        return build_transfer_model(
+            info,
+            inputs.bundle.num_classes,
+            image_size=inputs.image_size,
+            head=head,
+            aux_classifiers=_use_aux(info, head.type, aux_loss_weight, inputs.image_size, log),
+            augment_layer=augmentation_layer(inputs.augmenter),
+        )
+
+
+def _use_aux(info: ModelInfo, head_type: str, weight: float, image_size: int, log) -> bool:
+    """Auxiliary classifiers (GoogLeNet) train with the paper head when their weight is > 0."""
+    if head_type != "paper" or info.aux_min_size is None or weight <= 0:
+        return False
+    if image_size < info.aux_min_size:
+        log(
+            f"auxiliary classifiers need images of at least {info.aux_min_size}px; "
+            f"training {info.id} without them at {image_size}px"
+        )
+        return False
+    log(f"auxiliary classifiers on (loss weight {weight}; training only, not in model.keras)")
+    return True
+
+
+def weights_source(weights, info: ModelInfo) -> str:
+    """The recipe's ``weights.source`` with ``auto`` resolved: imagenet where official files
+    exist, else none."""
+    if weights.source == "auto":
+        return "imagenet" if info.official_weights is not None else "none"
+    return weights.source
+
+
+def load_start_weights(
+    model: keras.Model,
+    info: ModelInfo,
+    weights,
+    *,
+    source: str,
+    include_top: bool,
+    run: RunContext,
+    feature_route: bool,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The weights training starts from; returns the load report (None when nothing loaded).
+
+    A resumed run gets its weights from its checkpoint, except on the feature route, where the
+    backbone's own weights key the features: the initialisation kept beside them, or the
+    weights file again.
+
+    Args:
+        model: The transfer model.
+        info: Its backbone's registry entry.
+        weights: The recipe's ``weights`` section (``allow_partial``).
+        source: :func:`weights_source`.
+        include_top: Load the official file with the classifier (the paper head).
+        run: The run context (directory, strategy, resuming).
+        feature_route: The run trains on cached features.
+        log: Where messages go.
+    """
+    if run.resuming and not feature_route:
+        return None
+    with run.strategy.scope():
+        if run.resuming:
+            kept = feature_store.restore_start_weights(run.run_dir, model)
+            if kept is not None:
+                log(f"fast path: resuming from the start weights kept in {kept}")
+                return None
+        if source == "none":
+            log(f"no pretrained weights: {info.id} trains from scratch (weights: none)")
+            return None
+        report = load_backbone_weights(
+            model,
+            source,
+            official=info.official_weights,
+            model_id=info.id,
+            include_top=include_top,
+            head_layers={layer.name for layer in model.layers if is_head_layer(layer.name)},
+            allow_partial=weights.allow_partial,
+        )
+    log(report.format())
+    return report.as_dict()
+
+
+def make_route(
+    model: keras.Model,
+    choice: FeatureCachePlan,
+    inputs: Inputs,
+    images: ImageInput,
+    *,
+    info: ModelInfo,
+    source: str,
+    run: RunContext,
+    log: Callable[[str], None] = print,
+):
+    """The :class:`~tlkit.train.routes.FeatureRoute` when ``choice.use``, else the
+    :class:`~tlkit.train.routes.ImageRoute`; says which and why."""
+    if choice.use:
+        log(f"fast path: {choice.reason}")
+        return FeatureRoute(
+            model,
+            choice,
+            inputs.bundle,
+            run_dir=run.run_dir,
+            images=images,
+            info=info,
+            weights_source=source,
+            class_weight=inputs.class_weight,
+            strategy=run.strategy,
+            resuming=run.resuming,
+            log=log,
+        )
+    if choice.frozen:
+        log(
+            f"fast path: not used although the backbone is frozen: {choice.reason}; every "
+            "training step runs the backbone"
+        )
+    return ImageRoute(
+        model, inputs.bundle, images, augmenter=inputs.augmenter, class_weight=inputs.class_weight
+    )

@@ -1,0 +1,94 @@
+"""What a run writes besides training: its record (labels, resolved recipe, PCA statistics,
+weights report) and, at the end, the scores of the best model and the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
+from tlkit.finetune.inputs import Inputs
+from tlkit.io import atomic_write_json, atomic_write_text
+from tlkit.recipes import recipe_to_yaml
+from tlkit.reports import (
+    format_per_class,
+    plot_confusion_matrix,
+    plot_curves,
+    write_history_csv,
+    write_per_class_csv,
+)
+from tlkit.train.routes import ImageInput
+
+
+def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
+    """``labels.json``, ``recipe.yaml`` and, with PCA colour, ``pca_stats.json``.
+
+    ``recipe.yaml`` is the resolved recipe plus the PCA statistics this run computed, so
+    ``tlkit finetune --recipe RUN/recipe.yaml`` repeats the run without computing them again.
+    """
+    atomic_write_json(run_dir / "labels.json", {"class_names": inputs.bundle.class_names})
+    if inputs.pca_computed:
+        recipe = recipe.model_copy(update={"augment": recipe.augment.with_pca_stats(inputs.pca)})
+    atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    if inputs.pca is not None:
+        atomic_write_json(run_dir / "pca_stats.json", inputs.pca.to_dict())
+
+
+def final_reports(
+    run_dir: Path,
+    inputs: Inputs,
+    state,
+    route,
+    images: ImageInput,
+    *,
+    title: str,
+    monitor: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """History, curves and the best model's scores on val and test, with their confusion
+    matrices and per-class reports.
+
+    The best model is ``model.keras`` as saved (loaded only when needed);
+    ``route.cached_predictions`` may score a split from cached features instead of the images.
+    """
+    write_history_csv(run_dir / "history.csv", state.history)
+    plot_curves(run_dir / "curves.png", state.history, title=title)
+    metrics: dict[str, Any] = {
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "monitor": monitor,
+        "best": state.best,
+        "epochs": state.epoch,
+        "stopped_early": state.stopped_early,
+    }
+    bundle, loaded = inputs.bundle, []
+
+    def best():
+        loaded[:] = loaded or [load_trained(run_dir).model]
+        return loaded[0]
+
+    for name in ("val", "test"):
+        split = getattr(bundle, name)
+        if not len(split):
+            continue
+        predicted = route.cached_predictions(name, best)
+        if predicted is None:
+            predicted = predict_dataset(best(), images.dataset(split, bundle.num_classes))
+        result = evaluate_predictions(*predicted, bundle.class_names)
+        metrics[name] = {"top1": result.top1, "top5": result.top5, "count": result.count}
+        metrics[f"{name}_per_class"] = result.per_class
+        plot_confusion_matrix(
+            run_dir / f"confusion_matrix{'' if name == 'val' else '_test'}.png",
+            result.matrix,
+            bundle.class_names,
+            title=f"{name} confusion matrix (rows: true class)",
+        )
+        write_per_class_csv(run_dir / f"per_class_{name}.csv", result.per_class)
+        atomic_write_text(run_dir / f"per_class_{name}.txt", format_per_class(result.per_class) + "\n")
+        top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
+        log(
+            f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
+            f"(best epoch {state.best_epoch})"
+        )
+    return metrics
