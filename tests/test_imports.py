@@ -12,7 +12,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "tlkit"
+ROOT = Path(__file__).resolve().parents[1] / "src" / "tlkit"
 
 #: Units of the layering, lowest first: a unit imports only units of a lower rank.
 #: ``data``, ``augment`` and ``freeze`` share a rank, so none of them imports another; the data

@@ -73,3 +73,26 @@ def test_finetune_dry_run_prints_resolved_recipe():
     result = run("finetune", "--recipe", "digits-demo", "--epochs", "2", "--dry-run")
     assert result.exit_code == 0
     assert "backbone: lenet5" in result.output and "epochs: 2" in result.output
+
+
+def _tlkit(*args, **env):
+    import os
+
+    quiet = ("TF_CPP", "ABSL", "TLKIT_TF")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(quiet)}
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "tlkit.cli.main", *args],
+        capture_output=True, text=True, timeout=180, env=environ,
+    )
+
+
+def test_tensorflow_start_up_logs_are_hidden_unless_asked_for():
+    quiet = _tlkit("summary", "lenet5", "--json")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "", quiet.stderr  # no absl / CUDA / oneDNN lines
+    assert "lenet5" in quiet.stdout
+    # TLKIT_TF_LOGS=1 leaves TensorFlow's own logging alone (what it prints depends on the
+    # machine; on a CPU-only one, "All log messages before absl::InitializeLog()" and CUDA lines)
+    loud = _tlkit("summary", "lenet5", "--json", TLKIT_TF_LOGS="1")
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout

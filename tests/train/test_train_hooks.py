@@ -111,12 +111,18 @@ def test_the_plan_is_derived_from_the_recipe_once():
 
     recipe = Recipe.model_validate(
         {
-            "freeze": {"stages": [{"policy": "all", "epochs": 2, "lr": 0.01}, {"policy": "none", "epochs": 3}]},
+            "freeze": {
+                "stages": [
+                    {"policy": "all", "epochs": 2, "lr": 0.01},
+                    {"policy": "none", "epochs": 3},
+                ]
+            },
             "train": {"batch_size": 8, "monitor": "val_loss", "early_stopping": 2},
         }
     )
     plan = TrainPlan.from_recipe(recipe, train_images=20)
-    assert [(s.policy, s.epochs, s.lr) for s in plan.stages] == [("all", 2, 0.01), ("none", 3, 1e-3)]
+    stages = [(s.policy, s.epochs, s.lr) for s in plan.stages]
+    assert stages == [("all", 2, 0.01), ("none", 3, 1e-3)]
     assert plan.epochs == 5 and plan.steps_per_epoch == 3 and plan.mode == "min"
     assert plan.early_stopping == 2
     again = TrainPlan.from_recipe(recipe.model_copy(update={"name": "other"}), train_images=20)

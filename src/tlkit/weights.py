@@ -364,7 +364,7 @@ def load_backbone_weights(
     head = set(head_layers)
     if source == "imagenet":
         path = official_weights_path(official, include_top, model_id=model_id)
-        backbone = [layer.name for layer in model.layers if layer.weights and layer.name not in head]
+        backbone = [la.name for la in model.layers if la.weights and la.name not in head]
         report = load_weights_file(model, path, layers=backbone)
     else:
         if not Path(source).exists():

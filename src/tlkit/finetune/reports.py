@@ -85,7 +85,8 @@ def final_reports(
             title=f"{name} confusion matrix (rows: true class)",
         )
         write_per_class_csv(run_dir / f"per_class_{name}.csv", result.per_class)
-        atomic_write_text(run_dir / f"per_class_{name}.txt", format_per_class(result.per_class) + "\n")
+        table = format_per_class(result.per_class) + "\n"
+        atomic_write_text(run_dir / f"per_class_{name}.txt", table)
         top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
         log(
             f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "

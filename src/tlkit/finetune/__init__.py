@@ -95,45 +95,52 @@ def finetune(
     started = time.time()
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
-    run = RunContext.open(recipe.output, recipe.name, recipe.train.strategy, seed=recipe.seed,
-                          overwrite=overwrite, resume=resume, log=log)
-    inputs = prepare_inputs(recipe.data, recipe.augment, image_size=size, seed=recipe.seed,
-                            run_dir=run.run_dir, progress=progress and run.chief, log=log)
+    run = RunContext.open(
+        recipe.output, recipe.name, recipe.train.strategy, seed=recipe.seed,
+        overwrite=overwrite, resume=resume, log=log,
+    )
+    inputs = prepare_inputs(
+        recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=run.run_dir,
+        progress=progress and run.chief, log=log,
+    )
     if run.chief:
         write_run_record(run.run_dir, recipe, inputs)
     plan = TrainPlan.from_recipe(recipe, train_images=len(inputs.bundle.train))
-    images = ImageInput(size, plan.batch_size, recipe.seed, recipe.data.cache,
-                        recipe.data.cache_limit_mb, recipe.data.num_parallel_calls)
+    pipeline = recipe.data.model_dump(include={"cache", "cache_limit_mb", "num_parallel_calls"})
+    images = ImageInput(size, plan.batch_size, recipe.seed, **pipeline)
     source = weights_source(recipe.weights, info)
-    with dtype_policy(plan.precision):
-        model = build_run_model(info, inputs, recipe.model.head, strategy=run.strategy,
-                                aux_loss_weight=plan.aux_loss_weight, log=log)
-        freezer = Freezer(model, info, recipe.freeze, train_images_per_class=inputs.images_per_class)
-        choice = plan_feature_cache(model, freezer, plan.stages, head_type=recipe.model.head.type,
-                                    augment=recipe.augment, feature_cache=recipe.train.feature_cache,
-                                    strategy=run.strategy)
-        report = load_start_weights(model, info, recipe.weights, source=source, run=run,
-                                    include_top=recipe.model.head.type == "paper",
-                                    feature_route=choice.use, log=log)
-        if run.chief and report is not None:
-            atomic_write_json(run.run_dir / "weights_report.json", report)
-        if plan.precision != "float32":
-            log(f"precision: {plan.precision} (classifier output in float32)")
-        route = make_route(model, choice, inputs, images, info=info, source=source, run=run, log=log)
-        trainer = Trainer(route.model, plan.for_route(route.name), route.datasets, run.run_dir, strategy=run.strategy,
-                          freezer=freezer, inference_model=route.inference_model, chief=run.chief,
-                          log=log)
+    head = recipe.model.head
+    with dtype_policy(plan.precision, log=log):
+        aux = plan.aux_loss_weight
+        model = build_run_model(info, inputs, head, run=run, aux_weight=aux, log=log)
+        per_class = inputs.images_per_class
+        freezer = Freezer(model, info, recipe.freeze, train_images_per_class=per_class)
+        choice = plan_feature_cache(
+            model, freezer, plan.stages, head_type=head.type, augment=recipe.augment,
+            feature_cache=recipe.train.feature_cache, strategy=run.strategy,
+        )
+        load_start_weights(
+            model, info, recipe.weights, source=source, include_top=head.type == "paper",
+            run=run, feature_route=choice.use, log=log,
+        )
+        route = make_route(
+            model, choice, inputs, images, info=info, source=source, run=run, log=log
+        )
+        trainer = Trainer(
+            route.model, plan.for_route(route.name), route.datasets, run.run_dir,
+            strategy=run.strategy, freezer=freezer, inference_model=route.inference_model,
+            chief=run.chief, log=log,
+        )
         state = trainer.run(resume=resume)
     if not run.chief:
         return RunResult(run_dir=run.run_dir, resumed=run.resuming, chief=False)
-    metrics = final_reports(run.run_dir, inputs, state, route, images, title=recipe.name,
-                            monitor=plan.monitor, log=log)
+    metrics = final_reports(
+        run.run_dir, inputs, state, route, images, title=recipe.name, monitor=plan.monitor, log=log
+    )
     metrics.update(
-        backbone=info.id, weights=source, image_size=size, classes=inputs.bundle.num_classes,
-        train_images=len(inputs.bundle.train), val_images=len(inputs.bundle.val),
-        test_images=len(inputs.bundle.test), freeze=[d.message for d in trainer.decisions],
-        custom_loop=trainer.used_custom_loop, resumed=run.resuming, **route.metrics(),
-        seconds=round(time.time() - started, 1),
+        backbone=info.id, weights=source, image_size=size, **inputs.sizes(),
+        freeze=[d.message for d in trainer.decisions], custom_loop=trainer.used_custom_loop,
+        resumed=run.resuming, **route.metrics(), seconds=round(time.time() - started, 1),
     )
     if choice.frozen and not choice.use:
         metrics["fast_path_blocked_by"] = choice.reason

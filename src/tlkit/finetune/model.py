@@ -12,6 +12,7 @@ from tlkit.augment.layer import augmentation_layer
 from tlkit.errors import UserError
 from tlkit.finetune.context import RunContext
 from tlkit.finetune.inputs import Inputs
+from tlkit.io import atomic_write_json
 from tlkit.models.heads import build_transfer_model, is_head_layer
 from tlkit.models.registry import ModelInfo
 from tlkit.train import feature_store
@@ -31,8 +32,10 @@ def checked_image_size(info: ModelInfo, image_size: int | None) -> int:
 
 
 @contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
+def dtype_policy(name: str, log: Callable[[str], None] = print) -> Iterator[None]:
     """Keras' global dtype policy set to ``name`` for the block (models built in it use it)."""
+    if name != "float32":
+        log(f"precision: {name} (classifier output in float32)")
     keras.config.set_dtype_policy(name)
     try:
         yield
@@ -45,8 +48,8 @@ def build_run_model(
     inputs: Inputs,
     head,
     *,
-    strategy,
-    aux_loss_weight: float,
+    run: RunContext,
+    aux_weight: float,
     log: Callable[[str], None] = print,
 ) -> keras.Model:
     """The transfer model for the data's classes, built in the strategy's scope (no weights).
@@ -55,17 +58,17 @@ def build_run_model(
         info: The backbone's registry entry.
         inputs: The run's inputs (classes, image size, augmenter for ``device: model``).
         head: The recipe's ``model.head``.
-        strategy: The run's strategy.
-        aux_loss_weight: GoogLeNet's auxiliary classifiers train when it is above 0.
+        run: The run context (its strategy's scope builds the model).
+        aux_weight: GoogLeNet's auxiliary classifiers train when this loss weight is above 0.
         log: Where messages go.
     """
-    with strategy.scope():
+    with run.strategy.scope():
         return build_transfer_model(
             info,
             inputs.bundle.num_classes,
             image_size=inputs.image_size,
             head=head,
-            aux_classifiers=_use_aux(info, head.type, aux_loss_weight, inputs.image_size, log),
+            aux_classifiers=_use_aux(info, head.type, aux_weight, inputs.image_size, log),
             augment_layer=augmentation_layer(inputs.augmenter),
         )
 
@@ -103,7 +106,8 @@ def load_start_weights(
     feature_route: bool,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
-    """The weights training starts from; returns the load report (None when nothing loaded).
+    """Load the weights training starts from; the chief writes the load report to
+    ``weights_report.json``, which is also returned (None when nothing was loaded).
 
     A resumed run gets its weights from its checkpoint, except on the feature route, where the
     backbone's own weights key the features: the initialisation kept beside them, or the
@@ -140,6 +144,8 @@ def load_start_weights(
             allow_partial=weights.allow_partial,
         )
     log(report.format())
+    if run.chief:
+        atomic_write_json(run.run_dir / "weights_report.json", report.as_dict())
     return report.as_dict()
 
 

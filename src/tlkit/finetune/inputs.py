@@ -33,6 +33,16 @@ class Inputs:
     augmenter: Any
     image_size: int
 
+    def sizes(self) -> dict[str, int]:
+        """Classes and images per split, as ``metrics.json`` records them."""
+        b = self.bundle
+        return {
+            "classes": b.num_classes,
+            "train_images": len(b.train),
+            "val_images": len(b.val),
+            "test_images": len(b.test),
+        }
+
     @property
     def images_per_class(self) -> float:
         """Mean training images per class (the ``auto`` freeze policy's input)."""

@@ -1,4 +1,4 @@
-"""The feature store: a frozen backbone's features on disk, keyed so they are reused only when valid.
+"""The feature store: a frozen backbone's features on disk, keyed to be reused only when valid.
 
 Layout: ``<run_dir>/feature_cache/<key>/{train,train_flipped,val}.npy`` with
 ``{train,val}_labels.npy``, ``info.json`` (what the key hashes) and, for a backbone without

@@ -86,7 +86,8 @@ class TrainPlan:
         A checkpoint holds what the route fits (the whole model, or only its head), so the
         route is part of the digest that a resumed run must match.
         """
-        return replace(self, digest=hashlib.sha1(f"{self.digest}:{route}".encode()).hexdigest()[:16])
+        digest = hashlib.sha1(f"{self.digest}:{route}".encode()).hexdigest()[:16]
+        return replace(self, digest=digest)
 
     @classmethod
     def from_recipe(cls, recipe, *, train_images: int) -> TrainPlan:

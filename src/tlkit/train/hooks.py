@@ -220,6 +220,10 @@ class TensorBoard(Hook):
             writer.flush()
 
 
+_NOT_SHOWN = ("epoch", "stage", "steps", "resumed_at_step")
+_ORDER = ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr")
+
+
 class Progress(Hook):
     """``epoch k/N`` with the metrics and an estimate of the time left.
 
@@ -282,12 +286,15 @@ class Progress(Hook):
         if t.plan.verbose == 0:
             return
         row = logs or {}
-        stage = f" (stage {t.stage_index + 1}/{len(t.plan.stages)})" if len(t.plan.stages) > 1 else ""
+        stages = len(t.plan.stages)
+        stage = f" (stage {t.stage_index + 1}/{stages})" if stages > 1 else ""
+        shown = {
+            k: v for k, v in row.items() if k not in _NOT_SHOWN and isinstance(v, (int, float))
+        }
+        order = [k for k in _ORDER if k in shown] + sorted(set(shown) - set(_ORDER))
         metrics = "  ".join(
-            f"{key} {value:.4g}" if key == "lr" else f"{key} {value:.4f}"
-            for key, value in row.items()
-            if key not in ("epoch", "stage", "steps", "resumed_at_step")
-            and isinstance(value, (int, float))
+            f"{key} {shown[key]:.4g}" if key == "lr" else f"{key} {shown[key]:.4f}"
+            for key in order
         )
         best = "  (best)" if t.state.best_epoch == t.state.epoch else ""
         t.log(

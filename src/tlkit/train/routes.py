@@ -189,7 +189,9 @@ def plan_feature_cache(
         return no(why)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return no("multi_worker training runs tlkit's own distributed loop on the images")
-    mirrored = f", with mirroring (p={mirror_p:g}) from cached mirrored features" if mirror_p else ""
+    mirrored = ""
+    if mirror_p:
+        mirrored = f", with mirroring (p={mirror_p:g}) from cached mirrored features"
     return FeatureCachePlan(
         True,
         True,
