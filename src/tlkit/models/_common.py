@@ -91,6 +91,23 @@ def check_top_args(weights: Any, include_top: bool, classes: int, has_official: 
         raise UserError(f"classes must be a positive integer, got {classes}")
 
 
+#: keras.applications' builder arguments: every tlkit builder takes them and passes them on.
+APPLICATION_ARGS = (
+    "include_top",
+    "weights",
+    "input_tensor",
+    "input_shape",
+    "pooling",
+    "classes",
+    "classifier_activation",
+)
+
+
+def application_args(scope: dict[str, Any]) -> dict[str, Any]:
+    """The keras.applications arguments out of a builder's ``locals()``, to pass them on."""
+    return {name: scope[name] for name in APPLICATION_ARGS}
+
+
 def fc_top(units: dict[str, int], dropout: float = 0.0) -> Callable:
     """The classic fully connected classifier (VGG's fc1-fc2, AlexNet's and ZFNet's fc6-fc7).
 

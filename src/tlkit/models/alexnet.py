@@ -21,7 +21,7 @@ from keras import layers
 
 from tlkit.errors import UserError
 from tlkit.layers import LocalResponseNormalization
-from tlkit.models._common import build_backbone, fc_top
+from tlkit.models._common import application_args, build_backbone, fc_top
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 ALEXNET_PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, NIPS 2012"
@@ -150,13 +150,7 @@ def _build(
         fc_top(fc, dropout=dropout),
         model_id=model_id,
         name=name,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=spec.default_size,
         min_size=spec.min_size,
     )
@@ -202,13 +196,7 @@ def AlexNet(
         ALEXNET,
         model_id,
         towers=towers,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         name=name or model_id,
         dropout=dropout,
     )
@@ -253,13 +241,7 @@ def ZFNet(
         ZFNET,
         "zfnet",
         towers=1,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         name=name,
         dropout=dropout,
     )

@@ -22,7 +22,7 @@ from keras import layers
 
 from tlkit.errors import InputSizeError, UserError
 from tlkit.layers import LocalResponseNormalization
-from tlkit.models._common import build_backbone
+from tlkit.models._common import application_args, build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 PAPER = "Szegedy et al. Going Deeper with Convolutions. CVPR 2015 (arXiv:1409.4842)"
@@ -206,13 +206,7 @@ def GoogLeNet(
         top,
         model_id="googlenet",
         name=name,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=224,
         min_size=32,
     )

@@ -24,7 +24,7 @@ from keras import layers
 
 from tlkit.errors import UserError
 from tlkit.layers import EuclideanRBF, PartialConv2D, Subsampling2D
-from tlkit.models._common import build_backbone
+from tlkit.models._common import application_args, build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 PAPER = "LeCun, Bottou, Bengio & Haffner, Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998"
@@ -118,13 +118,7 @@ def LeNet5(
         top,
         model_id=model_id,
         name=name or model_id,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=32,
         min_size=32,
         channels=1,

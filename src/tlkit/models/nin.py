@@ -13,7 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from tlkit.models._common import build_backbone
+from tlkit.models._common import application_args, build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 
 PAPER = "Lin, Chen & Yan, Network In Network, ICLR 2014"
@@ -126,13 +126,7 @@ def NiN(
         top,
         model_id="nin",
         name=name,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=DEFAULT_SIZE,
         min_size=MIN_SIZE,
     )

@@ -25,7 +25,7 @@ import keras
 from keras import layers
 
 from tlkit.errors import UnknownNameError
-from tlkit.models._common import build_backbone
+from tlkit.models._common import application_args, build_backbone
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 from tlkit.weights import OfficialWeights
 
@@ -228,13 +228,7 @@ def ResNet(
         top,
         model_id=model_id,
         name=name or model_id,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=224,
         min_size=32,
         official=OFFICIAL_WEIGHTS.get(depth) if shortcuts else None,
@@ -257,13 +251,7 @@ def _entry_point(depth: int, shortcuts: bool):
         return ResNet(
             depth,
             shortcuts=shortcuts,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
+            **application_args(locals()),
             name=name,
         )
 

@@ -18,7 +18,7 @@ from keras import layers
 
 from tlkit.errors import UnknownNameError, UserError
 from tlkit.layers import LocalResponseNormalization
-from tlkit.models._common import build_backbone, fc_top
+from tlkit.models._common import application_args, build_backbone, fc_top
 from tlkit.models.registry import FreezeGroup, ModelInfo, register
 from tlkit.weights import OfficialWeights
 
@@ -161,13 +161,7 @@ def VGG(
         fc_top({"fc1": 4096, "fc2": 4096}, dropout=dropout),
         model_id=cfg.model_id,
         name=name or cfg.model_id,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
+        **application_args(locals()),
         default_size=DEFAULT_SIZE,
         min_size=MIN_SIZE,
         official=official,
@@ -188,13 +182,7 @@ def _entry(config: str, model_name: str, doc: str):
     ) -> keras.Model:
         return VGG(
             config,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
+            **application_args(locals()),
             name=name,
             dropout=dropout,
         )
