@@ -1,10 +1,13 @@
-"""Regenerate docs/architectures.md: every registered architecture, our figures beside the paper's.
+"""Regenerate docs/architectures.md (every registered architecture, our figures beside the
+paper's) and src/tlkit/model_catalog.json (the same rows, which `tlkit models` prints without
+importing TensorFlow).
 
 Run: python scripts/make_architectures_doc.py  (builds each model once at its default size).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tlkit.models import get_model_info, list_models
@@ -60,7 +63,10 @@ def main() -> None:
                    f"{info.weight_layers}.")
     out += ["", "See `tlkit summary ID` for the per-layer table (kernel/stride, output size, parameters,",
             "MACs, receptive field) of any of them.", ""]
-    Path(__file__).resolve().parents[1].joinpath("docs", "architectures.md").write_text("\n".join(out))
+    root = Path(__file__).resolve().parents[1]
+    root.joinpath("docs", "architectures.md").write_text("\n".join(out))
+    catalog = {"generated_by": "scripts/make_architectures_doc.py", "models": rows}
+    root.joinpath("src", "tlkit", "model_catalog.json").write_text(json.dumps(catalog, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ def handle_errors(func):
         except TlkitError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `tlkit models | head`: the reader left, nothing to report
+            sys.stderr.close()
+            os._exit(0)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -16,12 +16,12 @@ import os
 from typing import TYPE_CHECKING
 
 from tlkit.data.bundle import DataBundle, DataReport, Split
+from tlkit.data.class_weighting import class_weights
 from tlkit.data.config import DataConfig
 from tlkit.data.doctor import check_data
 from tlkit.data.images import BadImageError, load_image_file
 from tlkit.data.sources import load_data
 from tlkit.data.splits import save_splits, stratified_split
-from tlkit.data.weights import class_weights
 from tlkit.io import atomic_write_json
 
 if TYPE_CHECKING:
