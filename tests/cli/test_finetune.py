@@ -126,6 +126,7 @@ def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, needle):
 
 def test_imagenet_weights_offline_say_which_file(tmp_path, monkeypatch, image_folder):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")  # the offline path only, never the network
     result = invoke("finetune", "--backbone", "vgg16", "--weights", "imagenet", "--data",
                     image_folder, "--image-size", "32", "--epochs", "1",
                     "--output", tmp_path / "o")

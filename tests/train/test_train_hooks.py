@@ -41,10 +41,9 @@ def test_progress_prints_epoch_k_of_n_with_the_time_left(tmp_path):
 def test_progress_draws_a_live_line_only_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr(Progress, "REFRESH_S", 0.0)
     terminal = Terminal()
-    trainer = tiny_trainer(tmp_path / "tty", tiny_recipe(epochs=2, verbose=1))
-    trainer.hooks = standard_hooks(stream=terminal)
-    for hook in trainer.hooks:
-        hook.bind(trainer)
+    trainer = tiny_trainer(
+        tmp_path / "tty", tiny_recipe(epochs=2, verbose=1), hooks=standard_hooks(stream=terminal)
+    )
     lines = _lines(trainer)
     trainer.run()
     live = terminal.getvalue()
@@ -52,10 +51,9 @@ def test_progress_draws_a_live_line_only_on_a_terminal(tmp_path, monkeypatch):
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
 
     pipe = io.StringIO()  # not a terminal: epoch lines only, nothing drawn
-    quiet = tiny_trainer(tmp_path / "pipe", tiny_recipe(epochs=1, verbose=1))
-    quiet.hooks = standard_hooks(stream=pipe)
-    for hook in quiet.hooks:
-        hook.bind(quiet)
+    quiet = tiny_trainer(
+        tmp_path / "pipe", tiny_recipe(epochs=1, verbose=1), hooks=standard_hooks(stream=pipe)
+    )
     quiet_lines = _lines(quiet)
     quiet.run()
     assert pipe.getvalue() == ""
@@ -71,13 +69,9 @@ def test_verbose_0_prints_no_epoch_lines(tmp_path):
 
 def test_a_keras_callback_is_a_hook(tmp_path):
     """Any keras.callbacks.Callback runs as a hook: here Keras' own CSVLogger."""
-    trainer = tiny_trainer(tmp_path, tiny_recipe(epochs=2))
     path = tmp_path / "keras_log.csv"
-    trainer.hooks = [*standard_hooks(), keras.callbacks.CSVLogger(str(path))]
-    for hook in trainer.hooks:
-        hook.set_model(trainer.model)
-        if isinstance(hook, Hook):
-            hook.bind(trainer)
+    hooks = [*standard_hooks(), keras.callbacks.CSVLogger(str(path))]
+    trainer = tiny_trainer(tmp_path, tiny_recipe(epochs=2), hooks=hooks)
     state = trainer.run()
     rows = list(csv.DictReader(path.open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]  # the history row's epoch, from 1
@@ -96,11 +90,8 @@ def test_hooks_see_every_step_and_the_learning_rate_follows_the_schedule(tmp_pat
             self.rates.append(float(keras.ops.convert_to_numpy(rate)))
 
     recipe = tiny_recipe(epochs=2, schedule={"name": "step", "step_epochs": 1, "factor": 0.1})
-    trainer = tiny_trainer(tmp_path, recipe)
     steps = Steps()
-    trainer.hooks = [*standard_hooks(), steps]
-    for hook in trainer.hooks:
-        hook.bind(trainer)
+    trainer = tiny_trainer(tmp_path, recipe, hooks=[*standard_hooks(), steps])
     trainer.run()
     lr = recipe.train.optimizer.lr
     assert steps.rates == pytest.approx([lr] * 3 + [lr * 0.1] * 3)

@@ -109,7 +109,7 @@ def tiny_data(n: int = 24, classes: int = 3, seed: int = 0):
     return images, np.eye(classes, dtype="float32")[labels]
 
 
-def tiny_trainer(run_dir: Path, recipe, strategy=None, n: int = 24):
+def tiny_trainer(run_dir: Path, recipe, strategy=None, n: int = 24, hooks=None):
     """A :class:`~tlkit.train.trainer.Trainer` on a fresh LeNet-5 built under ``strategy``."""
     import tensorflow as tf
 
@@ -132,6 +132,7 @@ def tiny_trainer(run_dir: Path, recipe, strategy=None, n: int = 24):
         TrainPlan.from_recipe(recipe, train_images=n),
         Datasets(train_ds, val_ds),
         run_dir,
+        hooks,
         strategy=strategy,
         freezer=Freezer(model, info, recipe.freeze, train_images_per_class=n / 3),
         log=lambda m: None,

@@ -3,6 +3,7 @@ weights report) and, at the end, the scores of the best model and the reports.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,8 @@ def final_reports(
         "epochs": state.epoch,
         "stopped_early": state.stopped_early,
     }
-    bundle, loaded = inputs.bundle, []
-
-    def best():
-        loaded[:] = loaded or [load_trained(run_dir).model]
-        return loaded[0]
+    bundle = inputs.bundle
+    best = functools.cache(lambda: load_trained(run_dir).model)
 
     for name in ("val", "test"):
         split = getattr(bundle, name)

@@ -76,10 +76,6 @@ class TrainPlan:
         """Epochs over all stages (fewer if early stopping ends the run)."""
         return sum(stage.epochs for stage in self.stages)
 
-    def with_stages(self, *stages: Stage) -> TrainPlan:
-        """The same plan with other stages."""
-        return replace(self, stages=tuple(stages))
-
     def for_route(self, route: str) -> TrainPlan:
         """The plan as trained on ``route`` (``images``, ``cached features``).
 
