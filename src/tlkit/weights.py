@@ -122,15 +122,18 @@ def official_weights_path(
     if official is None:
         raise WeightsError(
             f"{model_id} has no official ImageNet weights (only vgg16, vgg19, resnet50, "
-            "resnet101 and resnet152 do). Use weights 'none' to train from scratch, or a path "
-            "to a weights file."
+            "resnet101 and resnet152 do). Train from scratch with --weights none, or start from "
+            f"a backbone you pretrained: --weights RUN_DIR after `tlkit pretrain --backbone "
+            f"{model_id} --data LARGER_LABELLED_SET` (docs/transfer.md)."
         )
     fname, md5 = official.file(include_top)
     url = official.base_url + fname
     target = keras_cache_dir() / official.cache_subdir / fname
     place_it = (
-        f"Download {url} and place it at {target} (md5 {md5}), or use weights 'none' to "
-        "train from scratch."
+        f"Download {url} and place it at {target} (md5 {md5}); or train from scratch with "
+        "--weights none; or pretrain on a larger labelled set you have and transfer from it "
+        f"(`tlkit pretrain --backbone {model_id} --data DATA`, then --weights RUN_DIR; "
+        "docs/transfer.md)."
     )
     if target.exists():
         if _md5(target) != md5:

@@ -115,9 +115,10 @@ def test_finished_explicit_output_is_not_overwritten(trained_run):
 def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, needle):
     (tmp_path / "empty").mkdir()
     make_image_folder(tmp_path / "single", classes=1, per_class=6)
+    two = make_image_folder(tmp_path / "two", classes=2, per_class=6)
     paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "single": tmp_path / "single"}
     args = [a.format(**paths) for a in args]
-    base = ["--data", str(tmp_path / "single")] if "--data" not in args else []
+    base = ["--data", str(two)] if "--data" not in args else []  # only the mistake under test
     result = invoke("finetune", *FAST, *base, *args, "--epochs", "1", "--output", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert needle.lower() in result.output.lower(), result.output

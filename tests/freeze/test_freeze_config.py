@@ -42,7 +42,8 @@ def test_bad_policies_explain_what_is_expected(value):
 
 def test_defaults():
     config = FreezeConfig()
-    assert config.policy == "auto" and config.bn == "frozen" and config.stages == []
+    assert config.policy == "auto" and config.bn == "auto" and config.stages == []
+    assert config.linear_probe and config.auto.search
     assert config.auto.small_per_class == 100 and config.auto.large_per_class == 1000
     assert config.lr_multipliers == {}
 

@@ -1,4 +1,4 @@
-"""``tlkit finetune``: resolve the recipe, run :func:`tlkit.finetune.finetune`, print the result."""
+"""``tlkit finetune``, ``tlkit pretrain`` and ``tlkit plan``: one set of options, three ends."""
 
 from __future__ import annotations
 
@@ -15,26 +15,56 @@ def recipe_options(func):
     )(func)
     return click.option(
         "--recipe", "recipes", multiple=True, metavar="NAME_OR_FILE",
-        help="Recipe file or shipped name (repeatable; later ones win). See `tlkit recipes list`.",
+        help="Recipe file or shipped name (repeatable; later ones win). Without one, the regime "
+        "recipe for the data's size (regime-small/-medium/-large). See `tlkit recipes list`.",
     )(func)
 
 
+def run_options(func):
+    """The flags of a run (each sets one recipe key, see ``tlkit.recipes.FLAG_KEYS``)."""
+    options = [
+        click.option("--backbone", help="Architecture id, e.g. vgg16, resnet50, googlenet (tlkit models)."),
+        click.option("--data", help="Images: DIR (a subfolder per class), csv:FILE, idx:DIR, tfds:NAME or builtin:digits."),
+        click.option("--freeze", help="all | none | auto | N (first N weight layers) | block name (block4, conv4, inception4c)."),
+        click.option("--weights", help="auto | imagenet | none | PATH (.h5, .weights.h5, .keras) | RUN_DIR (a previous run)."),
+        click.option("--epochs", type=click.IntRange(min=1)),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+        click.option("--image-size", type=click.IntRange(min=8), help="Square input side."),
+        click.option("--output", type=click.Path(file_okay=False), help="Run directory (default runs/<name>)."),
+        click.option("--name", help="Run name (default: the recipe's, else <backbone>-<data>)."),
+        click.option("--seed", type=int),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return recipe_options(func)
+
+
+def _run(recipes, sets, flags, overwrite, no_resume, dry_run) -> None:
+    quiet_tensorflow()
+    from tlkit.recipes import recipe_to_yaml, resolve_run_recipe
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    recipe = resolve_run_recipe(recipes, sets, flags, log=log)
+    if dry_run:
+        click.echo(recipe_to_yaml(recipe), nl=False)
+        return
+    from tlkit.finetune import describe_result
+    from tlkit.finetune import finetune as run
+
+    result = run(recipe, overwrite=overwrite, resume=not no_resume, log=log)
+    click.echo(describe_result(result))
+
+
+def _run_flags(func):
+    func = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")(func)
+    func = click.option("--no-resume", is_flag=True, help="Do not continue an unfinished run in the run directory.")(func)
+    return click.option("--overwrite", is_flag=True, help="Replace the run directory if it exists.")(func)
+
+
 @click.command()
-@recipe_options
-@click.option("--backbone", help="Architecture id, e.g. vgg16, resnet50, googlenet (tlkit models).")
-@click.option("--data", help="Images: DIR (a subfolder per class), csv:FILE, tfds:NAME or builtin:digits.")
-@click.option("--freeze", help="all | none | auto | N (first N weight layers) | block name (block4, conv4, inception4c).")
-@click.option("--weights", help="auto | imagenet | none | PATH (.h5, .weights.h5, .keras).")
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--image-size", type=click.IntRange(min=8), help="Square input side.")
-@click.option("--output", type=click.Path(file_okay=False), help="Run directory (default runs/<name>).")
-@click.option("--name", help="Run name (default: the recipe's).")
-@click.option("--seed", type=int)
-@click.option("--overwrite", is_flag=True, help="Replace the run directory if it exists.")
-@click.option("--no-resume", is_flag=True, help="Do not continue an unfinished run in the run directory.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")
+@run_options
+@_run_flags
 @handle_errors
 def finetune(recipes, sets, overwrite, no_resume, dry_run, **flags) -> None:
     """Fine-tune a backbone on a folder of images.
@@ -43,19 +73,46 @@ def finetune(recipes, sets, overwrite, no_resume, dry_run, **flags) -> None:
     Examples:
       tlkit finetune --recipe digits-demo
       tlkit finetune --backbone vgg16 --freeze 10 --data ./mydata
+      tlkit finetune --backbone resnet18 --weights runs/resnet18-fashion-mnist --data ./small
       tlkit finetune --recipe recipes/resnet50-small.yaml --data ./mydata --set train.epochs=5
     Re-running the same command after a crash continues from the last checkpoint.
     """
+    _run(recipes, sets, flags, overwrite, no_resume, dry_run)
+
+
+@click.command()
+@run_options
+@_run_flags
+@handle_errors
+def pretrain(recipes, sets, overwrite, no_resume, dry_run, **flags) -> None:
+    """Pretrain a backbone from scratch on a larger labelled set, to transfer from later.
+
+    The shipped `pretrain` recipe (no pretrained weights, everything trains, BatchNorm
+    included), then your --recipe files, --set values and flags. Transfer with
+    `tlkit finetune --weights RUN_DIR --data SMALL_SET`; docs/transfer.md shows it end to end.
+
+    \b
+    Example:
+      tlkit pretrain --backbone resnet18 --image-size 32 --data idx:/usr/share/datasets/fashion-mnist \\
+          --set 'data.classes=[0,1,2,3,4]' --name fmnist-0to4
+    """
+    _run(("pretrain", *recipes), sets, flags, overwrite, no_resume, dry_run)
+
+
+@click.command()
+@run_options
+@click.option("--no-timing", is_flag=True, help="Skip the timed steps behind the per-epoch estimate.")
+@handle_errors
+def plan(recipes, sets, no_timing, **flags) -> None:
+    """Print what `tlkit finetune` with these options would do; train nothing.
+
+    Data counts, the weights source, the freeze decision and why, the stages, the route
+    (images or cached features), the freeze table and an estimate of the time per epoch.
+    """
     quiet_tensorflow()
-    from tlkit.recipes import recipe_to_yaml, resolve_recipe
+    from tlkit.finetune.plan import describe_plan
+    from tlkit.recipes import resolve_run_recipe
 
-    recipe = resolve_recipe(recipes, sets, flags)
-    if dry_run:
-        click.echo(recipe_to_yaml(recipe), nl=False)
-        return
-    from tlkit.finetune import describe_result
-    from tlkit.finetune import finetune as run
-
-    result = run(recipe, overwrite=overwrite, resume=not no_resume,
-                 log=lambda m: click.echo(m, err=True))
-    click.echo(describe_result(result))
+    log = lambda m: click.echo(m)  # noqa: E731
+    recipe = resolve_run_recipe(recipes, sets, flags, log=log)
+    describe_plan(recipe, time_steps=0 if no_timing else 3, log=log)

@@ -17,6 +17,8 @@ COMMANDS = {
     "models": "tlkit.cli.models:models",
     "summary": "tlkit.cli.models:summary_command",
     "finetune": "tlkit.cli.finetune:finetune",
+    "pretrain": "tlkit.cli.finetune:pretrain",
+    "plan": "tlkit.cli.finetune:plan",
     "recipes": "tlkit.cli.recipes:recipes",
     "predict": "tlkit.cli.predict:predict",
     "evaluate": "tlkit.cli.predict:evaluate",
@@ -69,6 +71,8 @@ def cli() -> None:
     Try:
       tlkit finetune --recipe digits-demo   a real fine-tune on the embedded digits set
       tlkit finetune --backbone vgg16 --freeze 10 --data ./mydata
+      tlkit plan --backbone resnet18 --data ./mydata   what a fine-tune would do, no training
+      tlkit pretrain --backbone resnet18 --data BIG     a backbone of your own, to transfer from
       tlkit predict runs/digits-demo IMAGE  classify images with a finished run
       tlkit models                          every architecture, with its paper figures
       tlkit summary vgg16                   the per-layer table of an architecture

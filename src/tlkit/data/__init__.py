@@ -19,6 +19,7 @@ from tlkit.data.bundle import DataBundle, DataReport, Split
 from tlkit.data.class_weighting import class_weights
 from tlkit.data.config import DataConfig
 from tlkit.data.doctor import check_data
+from tlkit.data.idx import read_idx
 from tlkit.data.images import BadImageError, load_image_file
 from tlkit.data.sources import load_data
 from tlkit.data.splits import save_splits, stratified_split
@@ -40,6 +41,7 @@ __all__ = [
     "load_image_file",
     "make_dataset",
     "prepare_data",
+    "read_idx",
     "save_splits",
     "stratified_split",
 ]

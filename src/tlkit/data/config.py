@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tlkit.section import Section
 
@@ -19,8 +19,11 @@ class DataConfig(Section):
         description=(
             "Where the images come from: a folder (one subfolder per class, or train/ val/ "
             "[test/] subfolders), 'csv:FILE' (rows path,label[,split]), 'tfds:NAME[:split]' "
-            "(a tensorflow_datasets set prepared locally), or 'builtin:digits' / "
-            "'builtin:fashion_mnist'."
+            "(a tensorflow_datasets set prepared locally), 'idx:DIR' (IDX files as MNIST ships "
+            "them: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], optionally the "
+            "t10k- pair as the official test split; class names from an optional classes.txt), "
+            "'idx:IMAGES_FILE,LABELS_FILE' (one IDX pair, split like a folder), or "
+            "'builtin:digits' / 'builtin:fashion_mnist'."
         ),
     )
     val_split: float = Field(
@@ -37,6 +40,25 @@ class DataConfig(Section):
             "Fraction of each class held out for a test split when the source has none; 0 means "
             "no test split. For tfds and builtin sets with an official test split, any value "
             "above 0 uses the official one instead."
+        ),
+    )
+    classes: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Keep only these classes (by name; numbers like 5 mean the class named '5'), in the "
+            "order the source sorts them, re-indexed 0..k-1; every split is filtered. null keeps "
+            "all. An unknown name is an error listing the valid ones."
+        ),
+    )
+    max_per_class: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Keep at most this many images per class (a random choice seeded by the run seed) "
+            "of the pool that train and any carved val/test come from, before they are carved; "
+            "an official val or test split (split folders, a csv split column, t10k files, a "
+            "tfds split) is not capped. null keeps all."
         ),
     )
     min_images_per_class: int = Field(
@@ -97,6 +119,18 @@ class DataConfig(Section):
             "and the data report says so."
         ),
     )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_names_as_text(cls, value):
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, list | tuple):
+            value = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+            repeated = sorted({v for v in value if isinstance(v, str) and value.count(v) > 1})
+            if repeated:
+                raise ValueError(f"classes listed twice: {', '.join(repeated)}")
+        return value
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataConfig:

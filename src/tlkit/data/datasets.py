@@ -1,13 +1,13 @@
-"""In-memory sources: scikit-learn's digits, Debian's Fashion-MNIST files, tensorflow_datasets.
+"""In-memory sources: scikit-learn's digits, IDX files (Fashion-MNIST's), tensorflow_datasets.
 
 None of them downloads anything: a set that is not on this machine is a clear error that says
-how to get it here.
+how to get it here. Also here: the class selection every source applies to the pool that train
+and carved val/test come from (``data.classes``, ``data.max_per_class``; :func:`pool_indices`).
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import subprocess
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 
 from tlkit.data.bundle import DataBundle, DataReport, Split
 from tlkit.data.config import DataConfig
+from tlkit.data.idx import find_idx_files, label_names, read_class_names, read_idx_pair
 from tlkit.data.splits import carve
 from tlkit.errors import UnknownNameError, UserError
 
@@ -23,8 +24,13 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
-#: Folders searched for Fashion-MNIST's idx files, after $TLKIT_FASHION_MNIST_DIR.
-FASHION_MNIST_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist")
+#: Folders searched for Fashion-MNIST's idx files, after $TLKIT_FASHION_MNIST_DIR (the first is
+#: where Debian's dataset-fashion-mnist package puts them).
+FASHION_MNIST_DIRS = (
+    "/usr/share/datasets/fashion-mnist",
+    "/usr/share/dataset-fashion-mnist",
+    "/usr/share/fashion-mnist",
+)
 
 
 def load_builtin(name: str, config: DataConfig, *, seed: int = 0) -> DataBundle:
@@ -36,52 +42,194 @@ def load_builtin(name: str, config: DataConfig, *, seed: int = 0) -> DataBundle:
     return loaders[key](config, seed)
 
 
+def wanted_labels(names: list[str], config: DataConfig) -> np.ndarray | None:
+    """The label indices ``data.classes`` keeps, in the source's order; ``None`` keeps all.
+
+    Raises:
+        UnknownNameError: A name in ``data.classes`` that the source does not have.
+    """
+    if config.classes is None:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    for name in config.classes:
+        if name not in index:
+            raise UnknownNameError("data.classes name", name, names)
+    return np.asarray(sorted(index[name] for name in config.classes), np.int64)
+
+
+def pool_indices(
+    labels: np.ndarray, names: list[str], config: DataConfig, seed: int, report: DataReport
+) -> np.ndarray | None:
+    """Which examples of a pool (what train and any carved val/test come from) to keep.
+
+    Drops classes outside ``data.classes``, then keeps a seeded random ``data.max_per_class``
+    examples of each class (all of a smaller class). The choice for a class depends only on
+    the seed and that class, and the kept indices are sorted, so source order is kept.
+
+    Returns:
+        Sorted indices into ``labels``, or ``None`` when both settings are off.
+    """
+    wanted, cap = wanted_labels(names, config), config.max_per_class
+    if wanted is None and cap is None:
+        return None
+    labels = np.asarray(labels, np.int64)
+    keep = np.arange(len(labels)) if wanted is None else np.flatnonzero(np.isin(labels, wanted))
+    if cap is None:
+        return keep
+    keep = keep[np.argsort(labels[keep], kind="stable")]
+    classes = np.arange(len(names)) if wanted is None else wanted
+    starts = np.searchsorted(labels[keep], classes, side="left")
+    stops = np.searchsorted(labels[keep], classes, side="right")
+    chosen, before = [], []
+    for cls, start, stop in zip(classes, starts, stops, strict=True):
+        members = keep[start:stop]
+        before.append(len(members))
+        if len(members) > cap:
+            members = np.random.default_rng([seed, int(cls)]).choice(members, cap, replace=False)
+        chosen.append(members)
+    after = [len(c) for c in chosen]
+    report.notes.append(
+        f"capped at {cap} images per class (seed {seed}), before any val/test split was carved: "
+        f"{_span(before)} -> {_span(after)} per class, {sum(before):,} -> {sum(after):,} in all"
+    )
+    return np.sort(np.concatenate(chosen)) if chosen else keep[:0]
+
+
+def _span(counts: list[int]) -> str:
+    low, high = min(counts, default=0), max(counts, default=0)
+    return f"{low:,}" if low == high else f"{low:,}..{high:,}"
+
+
+def take_pool(
+    split: Split, names: list[str], config: DataConfig, seed: int, report: DataReport
+) -> Split:
+    """``split`` reduced by :func:`pool_indices` (unchanged when nothing is dropped)."""
+    index = pool_indices(split.labels, names, config, seed, report)
+    return split if index is None else split.subset(index)
+
+
 def _digits(config: DataConfig, seed: int) -> DataBundle:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     gray = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     source = "builtin:digits"
-    everything = _in_memory(gray, digits.target, source)
+    names = [str(i) for i in range(10)]
+    report = DataReport(source=source, split_mode="stratified")
+    report.notes.append("scikit-learn digits: 8x8 images scaled from 0..16 to 0..255")
+    index = pool_indices(digits.target, names, config, seed, report)
+    everything = _in_memory(gray, digits.target, source, index)
     train, val, test = carve(
         everything, val_split=config.val_split, test_split=config.test_split, seed=seed
     )
-    report = DataReport(source=source, split_mode="stratified")
-    report.notes.append("scikit-learn digits: 8x8 images scaled from 0..16 to 0..255")
-    return DataBundle([str(i) for i in range(10)], train, val, test, report, source)
+    return DataBundle(names, train, val, test, report, source)
 
 
-def _in_memory(images: np.ndarray, labels, source: str, offset: int = 0) -> Split:
-    """Grayscale ``(N, H, W)`` or RGB ``(N, H, W, 3)`` uint8 as a split with origins."""
+def _in_memory(images: np.ndarray, labels, source: str, index=None) -> Split:
+    """Grayscale ``(N, H, W)`` or RGB ``(N, H, W, 3)`` uint8 as a split with origins.
+
+    ``index`` picks examples first (before the grayscale images are widened to RGB); origins
+    keep the position in the source.
+    """
+    labels = np.asarray(labels, np.int64)
+    if index is None:
+        index = np.arange(len(labels))
+    else:
+        images, labels = images[index], labels[index]
     if images.ndim == 3:
         images = np.repeat(images[..., None], 3, axis=-1)
     elif images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    n = len(images)
-    origins = [f"{source}#{offset + i}" for i in range(n)]
-    return Split(labels=np.asarray(labels, np.int64), images=images, origins=origins)
+    origins = [f"{source}#{i}" for i in index]
+    return Split(labels=labels, images=images, origins=origins)
+
+
+def load_idx(spec: str, config: DataConfig, *, seed: int = 0) -> DataBundle:
+    """``idx:DIR`` or ``idx:IMAGES_FILE,LABELS_FILE``: a labelled set in IDX files (MNIST format).
+
+    A folder holds ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]`` and
+    optionally the ``t10k-`` pair, the official test split (used when ``data.test_split > 0``);
+    see :func:`tlkit.data.idx.find_idx_files` for the spellings accepted. Validation is carved
+    from train. A single pair is split per ``data.val_split`` and ``data.test_split``. Class
+    names are the label values, or line ``i`` of a ``classes.txt`` next to the files names
+    label ``i``; label values with no images are left out.
+
+    Raises:
+        UserError: A missing or malformed file, images and labels that do not match.
+    """
+    source = f"idx:{spec}"
+    target = Path(os.path.expanduser(spec.strip()))
+    if target.is_dir():
+        pairs = find_idx_files(target)
+        if "train" not in pairs:
+            raise UserError(
+                f"{source}: no training files in {target}; expected train-images-idx3-ubyte[.gz] "
+                "and train-labels-idx1-ubyte[.gz] (and optionally the t10k- pair), or name one "
+                "pair as idx:IMAGES_FILE,LABELS_FILE"
+            )
+        folder = target
+    else:
+        parts = [Path(os.path.expanduser(p.strip())) for p in spec.split(",")]
+        if len(parts) != 2 or not all(str(p) not in ("", ".") for p in parts):
+            missing = "" if target.exists() else f" ({target} is not a folder)"
+            raise UserError(
+                f"data source {source!r}: expected idx:DIR or idx:IMAGES_FILE,LABELS_FILE{missing}"
+            )
+        pairs, folder = {"pool": (parts[0], parts[1])}, parts[0].parent
+    names_file = folder / "classes.txt"
+    names = read_class_names(names_file) if names_file.is_file() else None
+    bundle = _idx_bundle(pairs, names, config, seed, source)
+    if names is not None:
+        bundle.report.notes.append(f"class names from {names_file}")
+    return bundle
+
+
+def _idx_bundle(pairs: dict, given: list[str] | None, config, seed, source) -> DataBundle:
+    """The splits of IDX pairs: ``train`` (+ official ``test``) from a folder, or one ``pool``."""
+    from_folder = "train" in pairs
+    images, labels = read_idx_pair(*pairs["train" if from_folder else "pool"])
+    use_test = from_folder and "test" in pairs and config.test_split > 0
+    test_images, test_labels = read_idx_pair(*pairs["test"]) if use_test else (None, None)
+    report = DataReport(source=source)
+    present = np.unique(labels if test_labels is None else np.concatenate([labels, test_labels]))
+    names, absent = label_names(present, given, next(iter(pairs.values()))[1])
+    if absent:
+        report.notes.append(f"classes with no images left out: {', '.join(absent)}")
+    lookup = np.zeros(int(present.max(initial=0)) + 1, np.int64)
+    lookup[present] = np.arange(len(present))
+    index = pool_indices(lookup[labels], names, config, seed, report)
+    pool = _in_memory(images, lookup[labels], f"{source}:train" if from_folder else source, index)
+    train, val, test = carve(
+        pool, val_split=config.val_split, test_split=0.0 if use_test else config.test_split,
+        seed=seed,
+    )  # fmt: skip
+    report.split_mode = "official test, val carved from train" if use_test else "stratified"
+    if use_test:
+        wanted = wanted_labels(names, config)
+        test_labels = lookup[test_labels]
+        keep = None if wanted is None else np.flatnonzero(np.isin(test_labels, wanted))
+        test = _in_memory(test_images, test_labels, f"{source}:test", keep)
+        report.notes.append(
+            f"test_split > 0: the official {len(test_labels):,}-image test split "
+            f"({pairs['test'][0].name}) is the test set"
+        )
+    elif from_folder and "test" in pairs:
+        report.notes.append(
+            f"official test files {pairs['test'][0].name} not used; set data.test_split > 0 "
+            "to make them the test set"
+        )
+    return DataBundle(names, train, val, test, report, source)
 
 
 def _fashion_mnist(config: DataConfig, seed: int) -> DataBundle:
     folder = _find_fashion_mnist()
-    source = "builtin:fashion_mnist"
-    train_all = _in_memory(
-        _read_idx(folder, "train-images-idx3-ubyte"),
-        _read_idx(folder, "train-labels-idx1-ubyte"),
-        f"{source}:train",
-    )
-    report = DataReport(source=source, split_mode="official test, val carved from train")
-    report.notes.append(f"Fashion-MNIST read from {folder}")
-    train, val, _ = carve(train_all, val_split=config.val_split, test_split=0.0, seed=seed)
-    test = Split.empty(in_memory=True)
-    if config.test_split > 0:
-        test = _in_memory(
-            _read_idx(folder, "t10k-images-idx3-ubyte"),
-            _read_idx(folder, "t10k-labels-idx1-ubyte"),
-            f"{source}:test",
-        )
-        report.notes.append("test_split > 0: the official 10,000-image test split is the test set")
-    return DataBundle(list(FASHION_MNIST_CLASSES), train, val, test, report, source)
+    pairs = find_idx_files(folder)
+    for role, stem in (("train", "train"), ("test", "t10k")):
+        if role not in pairs and (role == "train" or config.test_split > 0):
+            raise UserError(f"Fashion-MNIST file {stem}-images-idx3-ubyte[.gz] missing in {folder}")
+    bundle = _idx_bundle(pairs, FASHION_MNIST_CLASSES, config, seed, "builtin:fashion_mnist")
+    bundle.report.notes.insert(0, f"Fashion-MNIST read from {folder}")
+    return bundle
 
 
 def _find_fashion_mnist() -> Path:
@@ -107,19 +255,6 @@ def _dpkg_dirs(package: str) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return sorted({os.path.dirname(p) for p in listing.splitlines() if "idx3-ubyte" in p})
-
-
-def _read_idx(folder: Path, stem: str) -> np.ndarray:
-    """An idx file (the MNIST format), gzipped or not."""
-    for name, opener in ((stem + ".gz", gzip.open), (stem, open)):
-        path = folder / name
-        if path.exists():
-            with opener(path, "rb") as fh:
-                data = fh.read()
-            ndim = data[3]
-            shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-            return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    raise UserError(f"Fashion-MNIST file {stem}[.gz] is missing from {folder}")
 
 
 def tfds_data_dir(config: DataConfig) -> Path:
@@ -174,8 +309,9 @@ def load_tfds(spec: str, config: DataConfig, *, seed: int = 0) -> DataBundle:
     report = DataReport(source=source)
     budget = [config.max_in_memory_mb * 2**20]
     splits = {role: _materialize(builder, s, source, budget, report) for role, s in roles.items()}
-    names = _tfds_class_names(builder)
     train = splits["train"]
+    names = _tfds_class_names(builder) or [str(i) for i in range(int(train.labels.max()) + 1)]
+    train = take_pool(train, names, config, seed, report)
     val, test = splits.get("val"), splits.get("test")
     modes = [f"tfds {', '.join(f'{r}={s}' for r, s in roles.items())}"]
     if val is None:
@@ -188,7 +324,6 @@ def load_tfds(spec: str, config: DataConfig, *, seed: int = 0) -> DataBundle:
     report.split_mode = ", ".join(modes)
     if test is None:
         test = Split.empty(in_memory=True)
-    names = names or [str(i) for i in range(int(train.labels.max()) + 1)]
     return DataBundle(names, train, val, test, report, source)
 
 

@@ -1,4 +1,4 @@
-"""Data sources: an image folder, a CSV file, tensorflow_datasets and built-in sets.
+"""Data sources: an image folder, a CSV file, IDX files, tensorflow_datasets and built-in sets.
 
 :func:`load_data` reads ``data.source`` and returns a :class:`DataBundle`. Nothing here opens
 an image; the data doctor (:func:`tlkit.data.check_data`) does that.
@@ -15,12 +15,19 @@ import numpy as np
 
 from tlkit.data.bundle import DataBundle, DataReport, Split
 from tlkit.data.config import DataConfig
-from tlkit.data.datasets import load_builtin, load_tfds
+from tlkit.data.datasets import (
+    load_builtin,
+    load_idx,
+    load_tfds,
+    pool_indices,
+    take_pool,
+    wanted_labels,
+)
 from tlkit.data.images import IMAGE_EXTENSIONS, is_image_file
 from tlkit.data.splits import LAYOUT_HELP, carve, finish_bundle
 from tlkit.errors import UnknownNameError, UserError
 
-SCHEMES = ("builtin", "csv", "dir", "tfds")
+SCHEMES = ("builtin", "csv", "dir", "idx", "tfds")
 _SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _SPLIT_VALUES = {
     "train": "train",
@@ -65,9 +72,39 @@ def load_data(config: DataConfig | str, *, seed: int = 0) -> DataBundle:
         bundle = load_builtin(rest, config, seed=seed)
     elif scheme == "tfds":
         bundle = load_tfds(rest, config, seed=seed)
+    elif scheme == "idx":
+        bundle = load_idx(rest, config, seed=seed)
     else:
         raise UnknownNameError("data source scheme", scheme, SCHEMES)
-    return finish_bundle(bundle)
+    return finish_bundle(keep_classes(bundle, config))
+
+
+def keep_classes(bundle: DataBundle, config: DataConfig) -> DataBundle:
+    """Only the classes named in ``data.classes``, in every split, re-indexed ``0..k-1``.
+
+    The sources have already dropped the other classes from the pool they carve from (with
+    :func:`tlkit.data.datasets.pool_indices`); this drops them from official splits too.
+    """
+    wanted = wanted_labels(bundle.class_names, config)
+    if wanted is None:
+        return bundle
+    lookup = np.full(len(bundle.class_names), -1, np.int64)
+    lookup[wanted] = np.arange(len(wanted))
+    for role, split in bundle.splits().items():
+        index = np.flatnonzero(lookup[split.labels] >= 0)
+        if len(index) < len(split):
+            split = split.subset(index)
+        kept = Split(
+            labels=lookup[split.labels],
+            paths=split.paths,
+            images=split.images,
+            origins=split.origins,
+        )
+        setattr(bundle, role, kept)
+    total = len(bundle.class_names)
+    bundle.class_names = [bundle.class_names[i] for i in wanted]
+    bundle.report.notes.append(f"kept classes {', '.join(bundle.class_names)} of {total}")
+    return bundle
 
 
 def _scheme(source: str) -> tuple[str | None, str]:
@@ -121,7 +158,7 @@ def load_folder(
         )
     _note_loose(report, loose, root)
     names = sort_class_names(classes)
-    everything = _split_from(classes, names)
+    everything = take_pool(_split_from(classes, names), names, config, seed, report)
     train, val, test = carve(
         everything, val_split=config.val_split, test_split=config.test_split, seed=seed
     )
@@ -144,7 +181,7 @@ def _load_split_folders(root, split_dirs, subdirs, report, config, seed) -> Data
     if not names:
         raise UserError(f"no images in the split folders of {root}." + LAYOUT_HELP)
     splits = {role: _split_from(classes, names) for role, classes in scanned.items()}
-    train = splits["train"]
+    train = take_pool(splits["train"], names, config, seed, report)
     val, test = splits.get("val"), splits.get("test")
     modes = ["folders"]
     if val is None:
@@ -240,13 +277,18 @@ def load_csv(
         )
     everything = Split(labels=np.asarray([index[r[2]] for r in rows], np.int64), paths=paths)
     roles = [r[3] for r in rows]
+    report = DataReport(source=source, split_mode="csv")
+    pool = np.asarray([i for i, role in enumerate(roles) if role in (None, "train")], np.int64)
+    chosen = pool_indices(everything.labels[pool], names, config, seed, report)
+    if chosen is not None:  # rows of the pool: capped; rows of a val/test split: kept
+        keep = np.sort(np.concatenate([np.setdiff1d(np.arange(len(rows)), pool), pool[chosen]]))
+        everything, roles = everything.subset(keep), [roles[i] for i in keep]
     parts = {
         role: everything.subset([i for i, r in enumerate(roles) if r == role])
         for role in ("train", "val", "test", None)
     }
-    report = DataReport(source=source, split_mode="csv")
     if len(parts[None]):
-        all_unassigned = len(parts[None]) == len(rows)
+        all_unassigned = len(parts[None]) == len(everything)
         extra = carve(
             parts[None], val_split=config.val_split, test_split=config.test_split, seed=seed
         )

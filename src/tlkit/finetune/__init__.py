@@ -13,11 +13,14 @@ plan        stages, optimizer, schedule, monitor,     ``tlkit/train/plan.py``
             checkpoints, precision
 model       the transfer model (no weights yet)       ``tlkit/finetune/model.py``
                                                       (``tlkit/models/heads.py``)
-freezer     each stage's freeze policy                ``tlkit/freeze/freezer.py``
-route       images, or cached features of a frozen    ``tlkit/train/routes.py``
-            backbone (``tlkit/train/feature_store.py``)
+freezer     each stage's freeze policy; refuses to    ``tlkit/freeze/freezer.py``
+            freeze random weights
 weights     the starting weights and their report     ``tlkit/finetune/model.py``
                                                       (``tlkit/weights.py``)
+choice      ``auto`` resolved (freeze search or the   ``tlkit/finetune/policy.py``
+            rule), the linear probe                   (``tlkit/train/search.py``, ``probe.py``)
+route       images, or cached features of a frozen    ``tlkit/train/routes.py``
+            backbone (``tlkit/train/feature_store.py``)
 training    stages and epochs; hooks checkpoint,      ``tlkit/train/trainer.py``,
             schedule, stop early, guard, log          ``tlkit/train/hooks.py``
 reports     scores of the best model, plots, metrics  ``tlkit/finetune/reports.py``
@@ -44,13 +47,27 @@ from tlkit.finetune.model import (
     dtype_policy,
     load_start_weights,
     make_route,
+    trained_on,
     weights_source,
+)
+from tlkit.finetune.policy import (
+    check_policies,
+    choose_freeze,
+    fit_on_features,
+    has_checkpoint,
+    linear_probe,
+    stage_summary,
 )
 from tlkit.finetune.reports import final_reports, write_run_record
 from tlkit.freeze.freezer import Freezer
 from tlkit.io import atomic_write_json
+from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
+from tlkit.recipes import run_name
+from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
+from tlkit.train.hooks import standard_hooks
 from tlkit.train.plan import TrainPlan
+from tlkit.train.probe import is_linear_head
 from tlkit.train.routes import ImageInput, plan_feature_cache
 from tlkit.train.trainer import Trainer
 
@@ -95,8 +112,10 @@ def finetune(
     started = time.time()
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
+    if recipe.name == "run":
+        log(f"run name: {run_name(recipe)} (the backbone and the data; --name sets another)")
     run = RunContext.open(
-        recipe.output, recipe.name, recipe.train.strategy, seed=recipe.seed,
+        recipe.output, run_name(recipe), recipe.train.strategy, seed=recipe.seed,
         overwrite=overwrite, resume=resume, log=log,
     )
     inputs = prepare_inputs(
@@ -113,39 +132,68 @@ def finetune(
     with dtype_policy(plan.precision, log=log):
         aux = plan.aux_loss_weight
         model = build_run_model(info, inputs, head, run=run, aux_weight=aux, log=log)
-        per_class = inputs.images_per_class
-        freezer = Freezer(model, info, recipe.freeze, train_images_per_class=per_class)
-        choice = plan_feature_cache(
+        freezer = Freezer(
+            model, info, recipe.freeze, train_images_per_class=inputs.images_per_class,
+            pretrained=source.path != "none",
+        )
+        check_policies(freezer, plan)
+        load_start_weights(
+            model, info, recipe.weights, source=source.path, include_top=head.type == "paper",
+            run=run, log=log,
+        )
+        chosen = choose_freeze(recipe, plan, model, freezer, inputs, run=run, log=log)
+        plan = chosen.plan
+        route_choice = plan_feature_cache(
             model, freezer, plan.stages, head_type=head.type, augment=recipe.augment,
             feature_cache=recipe.train.feature_cache, strategy=run.strategy,
+            solver_head=freezer.pretrained and is_linear_head(head_layers(model)),
         )
-        load_start_weights(
-            model, info, recipe.weights, source=source, include_top=head.type == "paper",
-            run=run, feature_route=choice.use, log=log,
-        )
+        probe = chosen.probe_first and not route_choice.use
+        if probe and not (resume and has_checkpoint(run.run_dir)):
+            with run.strategy.scope():
+                linear_probe(
+                    model, inputs, batch_size=plan.batch_size,
+                    holdout=recipe.freeze.auto.holdout, seed=recipe.seed, log=log,
+                )
         route = make_route(
-            model, choice, inputs, images, info=info, source=source, run=run, log=log
+            model, route_choice, inputs, images, info=info, source=source.path, run=run, log=log
         )
-        trainer = Trainer(
-            route.model, plan.for_route(route.name), route.datasets, run.run_dir,
-            strategy=run.strategy, freezer=freezer, inference_model=route.inference_model,
-            chief=run.chief, log=log,
-        )
-        state = trainer.run(resume=resume)
+        plan = plan.for_route(route.name)
+        if route.name == "cached features":
+            state, decisions = fit_on_features(
+                route, plan, freezer, run=run, inputs=inputs,
+                holdout=recipe.freeze.auto.holdout, seed=recipe.seed, resume=resume, log=log,
+            )
+            custom_loop = False
+        else:
+            hooks = standard_hooks()
+            if any(freezer.plan(s.policy).bn == "train" for s in plan.stages):
+                # moving averages lag fast-changing weights: recompute them before each score
+                sample = statistics_sample(inputs.bundle.train, size)
+                hooks.append(PreciseBatchNorm(sample))
+            trainer = Trainer(
+                route.model, plan, route.datasets, run.run_dir, hooks, strategy=run.strategy,
+                freezer=freezer, inference_model=route.inference_model, chief=run.chief, log=log,
+            )
+            state = trainer.run(resume=resume)
+            decisions, custom_loop = trainer.decisions, trainer.used_custom_loop
     if not run.chief:
         return RunResult(run_dir=run.run_dir, resumed=run.resuming, chief=False)
     metrics = final_reports(
         run.run_dir, inputs, state, route, images, title=recipe.name, monitor=plan.monitor, log=log
     )
     metrics.update(
-        backbone=info.id, weights=source, image_size=size, **inputs.sizes(),
-        freeze=[d.message for d in trainer.decisions], custom_loop=trainer.used_custom_loop,
+        backbone=info.id, weights=source.path, image_size=size, **inputs.sizes(),
+        freeze=[d.message for d in decisions], custom_loop=custom_loop,
         resumed=run.resuming, **route.metrics(), seconds=round(time.time() - started, 1),
+        start_from=source.record, trained_on=trained_on(recipe, inputs, size),
+        stages=stage_summary(plan, probe),
+        freeze_search=chosen.search.to_dict() if chosen.search else None,
     )
-    if choice.frozen and not choice.use:
-        metrics["fast_path_blocked_by"] = choice.reason
+    if route_choice.frozen and not route_choice.use:
+        metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / "metrics.json", metrics)
-    return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=choice.use)
+    return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=route_choice.use)
 
 
 def describe_result(result: RunResult) -> str:

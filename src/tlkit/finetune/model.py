@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -15,7 +18,6 @@ from tlkit.finetune.inputs import Inputs
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import build_transfer_model, is_head_layer
 from tlkit.models.registry import ModelInfo
-from tlkit.train import feature_store
 from tlkit.train.routes import FeatureCachePlan, FeatureRoute, ImageInput, ImageRoute
 from tlkit.weights import load_backbone_weights
 
@@ -87,12 +89,64 @@ def _use_aux(info: ModelInfo, head_type: str, weight: float, image_size: int, lo
     return True
 
 
-def weights_source(weights, info: ModelInfo) -> str:
-    """The recipe's ``weights.source`` with ``auto`` resolved: imagenet where official files
-    exist, else none."""
-    if weights.source == "auto":
-        return "imagenet" if info.official_weights is not None else "none"
-    return weights.source
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a run's starting weights come from.
+
+    Attributes:
+        path: ``imagenet``, ``none`` or a weights file (a run directory resolved to its
+            ``model.keras``).
+        record: What ``metrics.json`` says about it: the file and, for a previous tlkit run,
+            its backbone, data and scores.
+    """
+
+    path: str
+    record: dict[str, Any]
+
+
+def weights_source(weights, info: ModelInfo) -> WeightsSource:
+    """The recipe's ``weights.source`` resolved: ``auto`` is imagenet where official files
+    exist, else none; a previous run's directory is its ``model.keras``."""
+    source = weights.source
+    if source == "auto":
+        source = "imagenet" if info.official_weights is not None else "none"
+    if source in ("imagenet", "none"):
+        return WeightsSource(source, {"source": source})
+    path = Path(source).expanduser()
+    run_dir = None
+    if path.is_dir():
+        run_dir, path = path, path / "model.keras"
+        if not path.is_file():
+            raise UserError(
+                f"--weights {source}: the folder has no model.keras (an unfinished run? "
+                "re-run it to finish, or point at a weights file)"
+            )
+    elif path.name == "model.keras" and (path.parent / "metrics.json").is_file():
+        run_dir = path.parent
+    record: dict[str, Any] = {"source": str(path)}
+    if run_dir is not None:
+        record["run"] = str(run_dir)
+        metrics = run_dir / "metrics.json"
+        if metrics.is_file():
+            data = json.loads(metrics.read_text())
+            record.update(
+                backbone=data.get("backbone"),
+                trained_on=data.get("trained_on"),
+                val_top1=(data.get("val") or {}).get("top1"),
+            )
+    return WeightsSource(str(path), record)
+
+
+def trained_on(recipe, inputs: Inputs, image_size: int) -> dict[str, Any]:
+    """What a run learned from (recorded in ``metrics.json``; a run transferring from this
+    one copies it into its ``start_from``)."""
+    return {
+        "data": recipe.data.source,
+        "classes": list(inputs.bundle.class_names),
+        "train_images": len(inputs.bundle.train),
+        "image_size": image_size,
+        "backbone": recipe.model.backbone,
+    }
 
 
 def load_start_weights(
@@ -103,37 +157,27 @@ def load_start_weights(
     source: str,
     include_top: bool,
     run: RunContext,
-    feature_route: bool,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
     """Load the weights training starts from; the chief writes the load report to
     ``weights_report.json``, which is also returned (None when nothing was loaded).
 
-    A resumed run gets its weights from its checkpoint, except on the feature route, where the
-    backbone's own weights key the features: the initialisation kept beside them, or the
-    weights file again.
+    A resumed run loads them too: the freeze search, the cached features and the linear
+    probe start from them, and a checkpoint then replaces what it holds.
 
     Args:
         model: The transfer model.
         info: Its backbone's registry entry.
         weights: The recipe's ``weights`` section (``allow_partial``).
-        source: :func:`weights_source`.
+        source: :attr:`WeightsSource.path`.
         include_top: Load the official file with the classifier (the paper head).
-        run: The run context (directory, strategy, resuming).
-        feature_route: The run trains on cached features.
+        run: The run context (directory, strategy).
         log: Where messages go.
     """
-    if run.resuming and not feature_route:
+    if source == "none":
+        log(f"no pretrained weights: {info.id} trains from scratch (weights: none)")
         return None
     with run.strategy.scope():
-        if run.resuming:
-            kept = feature_store.restore_start_weights(run.run_dir, model)
-            if kept is not None:
-                log(f"fast path: resuming from the start weights kept in {kept}")
-                return None
-        if source == "none":
-            log(f"no pretrained weights: {info.id} trains from scratch (weights: none)")
-            return None
         report = load_backbone_weights(
             model,
             source,
@@ -185,3 +229,4 @@ def make_route(
     return ImageRoute(
         model, inputs.bundle, images, augmenter=inputs.augmenter, class_weight=inputs.class_weight
     )
+

@@ -54,6 +54,11 @@ class AutoThresholds(Section):
       block4, train block5; ResNet-50: through conv4, train conv5; GoogLeNet: through
       inception4, train inception5);
     * ``large_per_class`` or more: ``none`` (fine-tune everything).
+
+    That rule is only the prior. With pretrained weights and ``search`` on, ``auto`` tries the
+    candidate freeze points (``all``, each backbone group's end, ``none``) on a held-out part of
+    the training split and keeps the best (:mod:`tlkit.train.search`). Without pretrained
+    weights ``auto`` is always ``none``: frozen random features are never what a user wants.
     """
 
     small_per_class: int = Field(
@@ -68,6 +73,24 @@ class AutoThresholds(Section):
         lt=1.0,
         description="Between the thresholds: fraction of the backbone's weight layers to freeze; "
         "the boundary moves to the end of the freeze group that contains it.",
+    )
+    search: bool = Field(
+        True,
+        description="With pretrained weights, try the candidate freeze points on a held-out part "
+        "of the training split and keep the best; false: use the image-count rule alone.",
+    )
+    holdout: float = Field(
+        0.25,
+        gt=0.0,
+        lt=1.0,
+        description="Fraction of each class of the training split the search scores on.",
+    )
+    search_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Epochs each candidate trains for in the search; default a third of the "
+        "run's fine-tuning epochs (at least 2), which keeps the search about as long as the "
+        "final training or shorter.",
     )
 
     @model_validator(mode="after")
@@ -100,11 +123,19 @@ class FreezeConfig(Section):
 
     policy: str = Field("auto", description=f"Freeze policy: {POLICY_HELP}.")
     auto: AutoThresholds = Field(default_factory=AutoThresholds)
-    bn: Literal["frozen", "train"] = Field(
-        "frozen",
+    bn: Literal["auto", "frozen", "train"] = Field(
+        "auto",
         description="BatchNorm layers of trained backbone groups: 'frozen' keeps them in "
         "inference mode (trainable=False, statistics fixed; the usual fine-tuning advice), "
-        "'train' lets them train and update their statistics. Frozen groups' BN is always frozen.",
+        "'train' lets them train and update their statistics; 'auto': frozen when the weights "
+        "are pretrained, train when they are not (statistics of random weights mean nothing). "
+        "Frozen groups' BN is always frozen.",
+    )
+    linear_probe: bool = Field(
+        True,
+        description="Fine-tuning a pretrained backbone first fits the new head on its frozen "
+        "features, to convergence, then unfreezes (linear probe, then fine-tune; Kumar et al., "
+        "ICLR 2022). Not done when the recipe sets its own stages.",
     )
     stages: list[Stage] = Field(
         default_factory=list,
@@ -115,6 +146,14 @@ class FreezeConfig(Section):
     lr_multipliers: dict[str, float] = Field(
         default_factory=dict,
         description="Freeze group name (e.g. block5, conv5, head) -> learning-rate multiplier.",
+    )
+    pretrained_lr: float = Field(
+        0.1,
+        ge=0,
+        description="Learning-rate multiplier of the pretrained backbone groups that train "
+        "(the new head trains at the full rate): fine-tuning at the head's rate wrecked the "
+        "pretrained features in its first epoch (docs/freezing.md). Groups named in "
+        "lr_multipliers keep theirs; 1 turns it off; ignored without pretrained weights.",
     )
 
     @field_validator("policy", mode="before")

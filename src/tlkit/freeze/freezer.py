@@ -11,9 +11,15 @@ from __future__ import annotations
 import keras
 
 from tlkit.freeze.config import FreezeConfig
-from tlkit.freeze.groups import freeze_table
+from tlkit.freeze.groups import freeze_groups, freeze_table
 from tlkit.freeze.lr import variable_multipliers
-from tlkit.freeze.policy import FreezeDecision, apply_freeze, plan_freeze
+from tlkit.freeze.policy import (
+    FreezeDecision,
+    apply_freeze,
+    plan_freeze,
+    rule_policy,
+    search_candidates,
+)
 from tlkit.models.registry import ModelInfo
 
 
@@ -26,6 +32,8 @@ class Freezer:
         config: The recipe's ``freeze`` section (BatchNorm mode, ``auto`` thresholds,
             learning-rate multipliers).
         train_images_per_class: For the ``auto`` policy.
+        pretrained: Whether the weights the run starts from are pretrained: without, ``auto``
+            freezes nothing, BatchNorm trains (``bn: auto``) and freezing anything is an error.
     """
 
     def __init__(
@@ -35,11 +43,13 @@ class Freezer:
         config: FreezeConfig | None = None,
         *,
         train_images_per_class: float | None = None,
+        pretrained: bool = True,
     ):
         self.model = model
         self.info = info
         self.config = config or FreezeConfig()
         self.train_images_per_class = train_images_per_class
+        self.pretrained = pretrained
 
     def plan(self, policy: str) -> FreezeDecision:
         """What ``policy`` would freeze, changing nothing."""
@@ -49,6 +59,7 @@ class Freezer:
             policy,
             train_images_per_class=self.train_images_per_class,
             config=self.config,
+            pretrained=self.pretrained,
         )
 
     def apply(self, policy: str) -> FreezeDecision:
@@ -59,14 +70,33 @@ class Freezer:
             policy,
             train_images_per_class=self.train_images_per_class,
             config=self.config,
+            pretrained=self.pretrained,
         )
+
+    def rule(self) -> tuple[str, str]:
+        """The image-count rule's policy (``auto``'s prior) and why."""
+        return rule_policy(self.model, self.info, self.train_images_per_class, self.config.auto)
+
+    def candidates(self) -> list[str]:
+        """The freeze points ``auto``'s search tries (``all``, group ends, ``none``)."""
+        return search_candidates(self.model, self.info)
+
+    def groups(self):
+        """The model's freeze groups (input to head)."""
+        return freeze_groups(self.model, self.info)
 
     def table(self) -> str:
         """The freeze table of the model as it is now."""
         return freeze_table(self.model, self.info).format()
 
     def lr_multipliers(self) -> dict[str, float]:
-        """``{variable path: multiplier}`` from ``freeze.lr_multipliers`` (empty without)."""
-        if not self.config.lr_multipliers:
+        """``{variable path: multiplier}`` from ``freeze.lr_multipliers`` and, with pretrained
+        weights, ``freeze.pretrained_lr`` for every other backbone group (empty without)."""
+        groups = dict(self.config.lr_multipliers)
+        if self.pretrained and self.config.pretrained_lr != 1.0:
+            for group in self.groups():
+                if group.name != "head" and group.name not in groups:
+                    groups[group.name] = self.config.pretrained_lr
+        if not groups:
             return {}
-        return variable_multipliers(self.model, self.info, self.config.lr_multipliers)
+        return variable_multipliers(self.model, self.info, groups)

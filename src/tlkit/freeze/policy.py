@@ -42,7 +42,7 @@ class FreezeDecision:
             ``bn: frozen`` included), topological order.
         trainable_layers: Layers with weights that train.
         frozen_groups: Groups the policy froze entirely.
-        bn: The BatchNorm mode applied (``frozen`` or ``train``).
+        bn: The BatchNorm mode applied (``frozen`` or ``train``; ``auto`` resolved).
         snapped_from: The N asked for when it fell inside a residual/inception block.
     """
 
@@ -131,6 +131,31 @@ def _count(images: float) -> str:
     return f"{images:,.0f}" if float(images).is_integer() else f"{images:,.1f}"
 
 
+class RandomWeightsFrozenError(UserError):
+    """A policy that would freeze layers holding random weights (exit code 2)."""
+
+
+def resolve_bn(bn: str, pretrained: bool) -> str:
+    """``freeze.bn`` with ``auto`` resolved: ``frozen`` for pretrained weights, else ``train``."""
+    if bn == "auto":
+        return "frozen" if pretrained else "train"
+    return bn
+
+
+def rule_policy(
+    model: keras.Model, info: ModelInfo, images: float | None, auto: AutoThresholds
+) -> tuple[str, str]:
+    """The image-count rule's policy for ``images`` training images per class, and why."""
+    return _auto(_Structure(model, info), images, auto)
+
+
+def search_candidates(model: keras.Model, info: ModelInfo) -> list[str]:
+    """The freeze points ``auto`` searches over: ``all``, the end of each backbone group but
+    the last (deepest first), and ``none``."""
+    s = _Structure(model, info)
+    return ["all", *[g.name for g in reversed(s.backbone[:-1])], "none"]
+
+
 def _auto(s: _Structure, images: float | None, auto: AutoThresholds) -> tuple[str, str]:
     """The policy ``auto`` picks for ``images`` training images per class, and why."""
     if images is None:
@@ -170,6 +195,7 @@ def plan_freeze(
     *,
     train_images_per_class: float | None = None,
     config: FreezeConfig | None = None,
+    pretrained: bool = True,
 ) -> FreezeDecision:
     """Decide what ``policy`` freezes in ``model`` without changing anything.
 
@@ -183,7 +209,14 @@ def plan_freeze(
         raise UserError(str(exc)) from None
     s = _Structure(model, info)
     resolved, notes = requested, []
-    if requested == "auto":
+    bn = resolve_bn(config.bn, pretrained)
+    if requested == "auto" and not pretrained:
+        resolved = "none"
+        notes.append(
+            f"auto: no pretrained weights -> train everything, BatchNorm included (bn: {bn}); "
+            "frozen random features are never useful"
+        )
+    elif requested == "auto":
         resolved, note = _auto(s, train_images_per_class, config.auto)
         notes.append(note)
 
@@ -224,14 +257,28 @@ def plan_freeze(
         if s.group_of[layer.name] != HEAD
         and (resolved == "all" or s.depths[layer.name] <= boundary)
     }
+    if not pretrained and any(has_weights(layer) for layer in s.layers if layer.name in frozen):
+        raise RandomWeightsFrozenError(
+            f"freeze policy {requested!r} would freeze randomly initialised layers: this run "
+            f"has no pretrained weights for {info.id}, so frozen layers would stay random "
+            "forever. Use --freeze none (or auto), or start from pretrained weights: "
+            "--weights PATH_OR_RUN_DIR (a previous tlkit run, e.g. from `tlkit pretrain`; see "
+            "docs/transfer.md)"
+        )
     bn_kept = {
         layer.name
         for layer in s.layers
         if is_batch_norm(layer)
-        and config.bn == "frozen"
+        and bn == "frozen"
         and s.group_of[layer.name] != HEAD
         and layer.name not in frozen
     }
+    if bn_kept and not pretrained:
+        raise RandomWeightsFrozenError(
+            f"freeze.bn 'frozen' would keep {len(bn_kept)} BatchNorm layers of {info.id} at "
+            "their initial statistics (mean 0, variance 1): this run has no pretrained weights. "
+            "Use freeze.bn auto or train (--set freeze.bn=train)"
+        )
     if bn_kept:
         what += "; BatchNorm layers stay in inference mode (bn: frozen)"
     weighted = [layer for layer in s.layers if has_weights(layer)]
@@ -246,7 +293,7 @@ def plan_freeze(
         frozen_groups=[
             g.name for g in s.backbone if all(layer.name in frozen for layer in g.weighted_layers)
         ],
-        bn=config.bn,
+        bn=bn,
         snapped_from=snapped_from,
         _frozen_by_policy=frozenset(frozen),
     )
@@ -259,6 +306,7 @@ def apply_freeze(
     *,
     train_images_per_class: float | None = None,
     config: FreezeConfig | None = None,
+    pretrained: bool = True,
 ) -> FreezeDecision:
     """Set ``trainable`` on every layer of a fine-tune model according to a freeze policy.
 
@@ -277,9 +325,13 @@ def apply_freeze(
       layers with the boundary moved to the end of its freeze group, training at least the
       last group (see :class:`~tlkit.freeze.config.AutoThresholds`).
 
+    Without pretrained weights (``pretrained=False``) ``auto`` is ``none`` and a policy that
+    freezes any layer with weights raises :class:`RandomWeightsFrozenError`.
+
     BatchNorm layers in the frozen region get ``trainable=False``, which in Keras 3 keeps them
-    in inference mode (moving statistics fixed, even in ``fit``). With ``config.bn ==
-    "frozen"`` the backbone's other BatchNorm layers are frozen too; the head's never are.
+    in inference mode (moving statistics fixed, even in ``fit``). With ``config.bn`` ``frozen``
+    (``auto`` with pretrained weights) the backbone's other BatchNorm layers are frozen too;
+    the head's never are.
     The head (layers matching no freeze group) always trains. Nothing is compiled: recompile
     the model afterwards.
 
@@ -289,6 +341,7 @@ def apply_freeze(
         policy: ``auto``, ``all``, ``none``, an int / digit string N, or a group/unit name.
         train_images_per_class: Needed by ``auto``.
         config: The recipe's freeze section (BN mode, auto thresholds).
+        pretrained: Whether the backbone's weights are pretrained (not random).
 
     Returns:
         A :class:`FreezeDecision` whose ``message`` is meant to be printed.
@@ -298,7 +351,8 @@ def apply_freeze(
         UnknownNameError: an unknown block name (the message lists the valid ones).
     """
     decision = plan_freeze(
-        model, info, policy, train_images_per_class=train_images_per_class, config=config
+        model, info, policy, train_images_per_class=train_images_per_class, config=config,
+        pretrained=pretrained,
     )
     frozen = set(decision.frozen_layers) | decision._frozen_by_policy
     model.trainable = True

@@ -35,6 +35,19 @@ FLAG_KEYS = {
 }
 
 
+#: Training images per class at which a bare run (no --recipe) moves to the next regime: the
+#: same thresholds as ``freeze.auto`` (small_per_class, large_per_class).
+REGIME_THRESHOLDS = (100, 1000)
+
+
+def regime_for(images_per_class: float) -> str:
+    """The shipped regime recipe for this many training images per class."""
+    small, large = REGIME_THRESHOLDS
+    if images_per_class < small:
+        return "regime-small"
+    return "regime-medium" if images_per_class < large else "regime-large"
+
+
 class RecipeError(UserError):
     """A recipe that does not validate (exit code 2)."""
 

@@ -131,10 +131,6 @@ def active_key(run_dir: Path) -> str | None:
     return json.loads(path.read_text()).get("key")
 
 
-def start_weights_path(run_dir: Path, key: str) -> Path:
-    return cache_root(run_dir) / key / START_WEIGHTS
-
-
 def extraction_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """``images -> float32 features`` through ``model``'s frozen part, traced once for any batch."""
     extractor = feature_extractor(model)
@@ -268,22 +264,3 @@ def check_resumable(run_dir: Path, key: str) -> None:
             f"{started_with}, now {key}), and its checkpoint holds a head trained on those "
             "features; pass --overwrite to start again there, or choose another --output"
         )
-
-
-def keep_start_weights(run_dir: Path, key: str, model: keras.Model) -> None:
-    """Keep a random initialisation beside its features, for a resumed run (a weights file is
-    simply read again)."""
-    path = start_weights_path(run_dir, key)
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            model.save_weights(tmp)
-
-
-def restore_start_weights(run_dir: Path, model: keras.Model) -> Path | None:
-    """Load the initialisation a resumed run started from, if one was kept; returns its path."""
-    key = active_key(run_dir)
-    path = start_weights_path(run_dir, key) if key else None
-    if path is None or not path.exists():
-        return None
-    model.load_weights(path)
-    return path

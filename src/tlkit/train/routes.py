@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.data.pipeline import make_dataset
-from tlkit.models.heads import build_head_model, inference_model, is_head_layer
+from tlkit.models.heads import build_head_model, head_layers, inference_model, is_head_layer
 from tlkit.train import feature_store as store
+from tlkit.train.probe import fit_head_layers, fit_linear_head, is_linear_head, set_linear_head
 from tlkit.train.trainer import Datasets
 
 #: Layers that behave differently in training even when frozen: features computed once would
@@ -142,13 +143,14 @@ def cacheable_augmentation(config) -> tuple[bool, float, str]:
 
 
 def plan_feature_cache(
-    model, freezer, stages, *, head_type: str, augment, feature_cache: str = "auto", strategy=None
+    model, freezer, stages, *, head_type: str, augment, feature_cache: str = "auto", strategy=None,
+    solver_head: bool = False,
 ) -> FeatureCachePlan:
     """Decide whether ``model``'s head can train on cached features.
 
     Conditions: one freeze stage whose policy freezes every backbone layer (``all``, or
     ``auto`` choosing it), a pooled head (``avg`` or ``max``), no stochastic layer (Dropout...)
-    inside the backbone, augmentation off or mirroring only, a strategy other than
+    inside the backbone, augmentation off or mirroring only (or ``solver_head``), a strategy other than
     MultiWorkerMirroredStrategy, and ``feature_cache`` ``auto``.
 
     Args:
@@ -159,6 +161,9 @@ def plan_feature_cache(
         augment: The recipe's ``augment`` section.
         feature_cache: The recipe's ``train.feature_cache``.
         strategy: The run's ``tf.distribute`` strategy.
+        solver_head: The head is linear and the backbone pretrained: its fit on cached
+            features is the solver's, so augmentation other than mirroring (which is cached)
+            is left out rather than blocking the route.
     """
     if len(stages) != 1:
         return FeatureCachePlan(False, False, f"{len(stages)} freeze stages change what trains")
@@ -185,6 +190,15 @@ def plan_feature_cache(
     if stochastic:
         return no(f"the backbone's {stochastic[0]} adds noise in training even when frozen")
     ok, mirror_p, why = cacheable_augmentation(augment)
+    dropped = ""
+    if not ok and solver_head and augment.backend == "tf":
+        # A pretrained frozen backbone under a linear head: the solver's head on the cached
+        # features of the images (and their mirrors) scored above that head trained on for
+        # epochs of augmented images, every time it was measured (docs/transfer-study.md).
+        mirror_p = float(augment.mirror.p) if "mirror" in augment.enabled_ops else 0.0
+        extra = [op for op in augment.enabled_ops if op != "mirror"]
+        dropped = f"; {', '.join(extra)} not applied to a frozen backbone's head fit"
+        ok = True
     if not ok:
         return no(why)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -196,7 +210,7 @@ def plan_feature_cache(
         True,
         True,
         "the backbone is frozen for the whole run: its features are computed once and only "
-        f"the head trains{mirrored} (train.feature_cache: off turns this off)",
+        f"the head trains{mirrored}{dropped} (train.feature_cache: off turns this off)",
         mirror_p,
     )
 
@@ -216,7 +230,7 @@ class FeatureRoute:
         run_dir: The run directory (the store lives in it).
         images: The image size and batch (features are computed from the evaluation images).
         info: The backbone's registry entry (id and preprocessing are part of the key).
-        weights_source: ``none`` keeps the initial weights beside the features.
+        weights_source: Where the backbone's weights came from (part of the cache key).
         class_weight: ``{class index: weight}`` as sample weights, or None.
         strategy: The strategy whose scope builds the head model.
         resuming: The run continues from a checkpoint.
@@ -264,8 +278,6 @@ class FeatureRoute:
             parts=parts,
             log=log,
         )
-        if weights_source == "none":
-            store.keep_start_weights(run_dir, key, full_model)
         with (strategy or tf.distribute.get_strategy()).scope():
             self.model = build_head_model(full_model)
         common = {"num_classes": bundle.num_classes, "batch_size": images.batch_size}
@@ -278,6 +290,44 @@ class FeatureRoute:
             val = feature_dataset(f.val, f.val_labels, training=False, seed=images.seed, **common)
         self.datasets = Datasets(train, val)
         self._best_head: list[np.ndarray] | None = None
+
+    def fit(self, *, class_weight=None, holdout: float = 0.25, seed: int = 0, lr: float = 1e-3):
+        """Train the head on the cached features to convergence (:mod:`tlkit.train.probe`).
+
+        A linear head is fitted by a full-batch solver, its L2 strength chosen on a held-out
+        part of the training features (mirrored features are extra examples); a head with
+        hidden layers trains until its held-out loss stops improving. Returns a summary.
+        """
+        f, head = self.features, head_layers(self.full_model)
+        num_classes = int(self.model.outputs[0].shape[-1])
+        if is_linear_head(head):
+            fitted = fit_linear_head(
+                f.train, f.train_labels, num_classes, flipped=f.train_flipped,
+                class_weight=class_weight, holdout=holdout, seed=seed,
+            )
+            set_linear_head(head, fitted)
+            return {"summary": fitted.summary(), "message": fitted.describe()}
+        summary = fit_head_layers(
+            self.model, f.train, f.train_labels, num_classes, lr=lr, holdout=holdout, seed=seed
+        )
+        return {
+            "summary": summary,
+            "message": f"head trained on frozen features by {summary['solver']}: "
+            f"{summary['epochs']} epochs, {summary['seconds']:.1f}s",
+        }
+
+    def scores(self) -> dict[str, float]:
+        """Accuracy and loss of the head on the cached train and val features (a history row)."""
+        row = {}
+        splits = [("", self.features.train, self.features.train_labels)]
+        if self.features.val is not None:
+            splits.append(("val_", self.features.val, self.features.val_labels))
+        for prefix, x, y in splits:
+            probs = keras.ops.convert_to_numpy(self.model.predict(x, batch_size=1024, verbose=0))
+            picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+            row[f"{prefix}accuracy"] = float(np.mean(np.argmax(probs, axis=1) == y))
+            row[f"{prefix}loss"] = float(-np.mean(np.log(picked)))
+        return row
 
     def inference_model(self) -> keras.Model:
         """The full image model, which holds the trained head; called when the trainer saves

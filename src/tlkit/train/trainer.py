@@ -363,6 +363,9 @@ class _StepRelay(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.trainer._call("on_train_batch_begin", batch, logs)
 
+    def on_test_begin(self, logs=None):  # validation in Model.fit (PreciseBatchNorm)
+        self.trainer._call("on_test_begin", logs)
+
     def on_train_batch_end(self, batch, logs=None):
         self.ran += 1
         self.trainer.steps_done += 1

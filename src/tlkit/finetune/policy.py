@@ -1,0 +1,190 @@
+"""What trains when: the freeze decision of a run, from its weights and its data.
+
+* No pretrained weights: everything trains, BatchNorm included (``auto`` is ``none``; a policy
+  that freezes anything is refused before training starts).
+* Pretrained weights and ``freeze.policy: auto``: the freeze search of :mod:`tlkit.train.search`
+  picks the freeze point on a held-out part of the training split (or, with
+  ``freeze.auto.search: false``, the image-count rule does); the result is kept in
+  ``freeze_search.json`` so a resumed run trains what it started.
+* Pretrained weights: the new head is first fitted on the frozen features to convergence (a
+  linear probe), then the training stage starts from it (Kumar et al., ICLR 2022: fine-tuning
+  with a random head distorts the pretrained features), the pretrained layers at
+  ``freeze.pretrained_lr`` times the head's learning rate.
+* ``all`` (chosen or asked for) with a linear head: the head on cached features (of the
+  images and, with mirroring, their mirrors), fitted to convergence by a solver
+  (:meth:`tlkit.train.routes.FeatureRoute.fit`), not a fixed number of epochs; augmentation
+  other than mirroring is left out (it scored lower: docs/transfer-study.md).
+
+A recipe with its own ``freeze.stages`` gets exactly those stages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import tensorflow as tf
+
+from tlkit.io import atomic_path, atomic_write_json
+from tlkit.models.heads import head_layers
+from tlkit.train import feature_store
+from tlkit.train.plan import Stage, TrainPlan
+from tlkit.train.probe import HeadFit, fit_linear_head, is_linear_head, set_linear_head
+from tlkit.train.search import SearchResult, default_search_epochs, search_freeze
+from tlkit.train.state import TrainState
+from tlkit.train.trainer import BEST_MODEL
+
+SEARCH_FILE = "freeze_search.json"
+
+
+@dataclass
+class FreezeChoice:
+    """The run's stages with ``auto`` resolved, and what led there."""
+
+    plan: TrainPlan
+    probe_first: bool
+    search: SearchResult | None
+    reason: str
+
+
+def check_policies(freezer, plan: TrainPlan) -> None:
+    """Refuse, before anything trains, a stage that would freeze random weights (exit 2)."""
+    for stage in plan.stages:
+        freezer.plan(stage.policy)
+
+
+def choose_freeze(
+    recipe,
+    plan: TrainPlan,
+    model,
+    freezer,
+    inputs,
+    *,
+    run,
+    log: Callable[[str], None] = print,
+) -> FreezeChoice:
+    """Resolve ``auto`` and decide on the linear probe (see the module docstring)."""
+    freeze = recipe.freeze
+    if freeze.stages:
+        return FreezeChoice(plan, False, None, "the recipe sets its own stages")
+    policy = plan.stages[0].policy
+    linear = is_linear_head(head_layers(model))
+    search = None
+    if not freezer.pretrained:
+        return FreezeChoice(plan, False, None, "no pretrained weights")
+    if policy == "auto":
+        policy, search, why = _auto_policy(recipe, plan, model, freezer, inputs, linear, run, log)
+        log(why)
+    stage = replace(plan.stages[0], policy=policy)
+    plan = replace(plan, stages=(stage,))
+    # The head starts converged whatever trains next (a frozen backbone on augmented images
+    # included); the feature route skips the probe, its solver fit is the whole training.
+    return FreezeChoice(plan, freeze.linear_probe and linear, search, "")
+
+
+def _auto_policy(recipe, plan, model, freezer, inputs, linear, run, log):
+    stored = run.run_dir / SEARCH_FILE
+    if run.resuming and stored.exists():
+        result = SearchResult.from_dict(json.loads(stored.read_text()))
+        return result.chosen, result, f"freeze search: resuming with its choice, {result.chosen}"
+    rule, rule_why = freezer.rule()
+    auto = recipe.freeze.auto
+    blocked = None
+    if not auto.search:
+        blocked = "freeze.auto.search is false"
+    elif not linear:
+        blocked = "the head is not a single dense layer on pooled features"
+    elif isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        blocked = "multi_worker: every worker would search on its own"
+    if blocked:
+        return rule, None, f"{rule_why} (no freeze search: {blocked})"
+    epochs = auto.search_epochs or default_search_epochs(plan.stages[0].epochs)
+    log(f"freeze search: trying {', '.join(freezer.candidates())} ({rule_why.split(' -> ')[0]}; "
+        f"the rule's choice is {rule})")
+    with run.strategy.scope():
+        result = search_freeze(
+            model, freezer, inputs.bundle.train,
+            num_classes=inputs.bundle.num_classes, image_size=inputs.image_size,
+            batch_size=plan.batch_size, optimizer=plan.optimizer, lr=plan.stages[0].lr,
+            epochs=epochs, holdout=auto.holdout, seed=recipe.seed, log=log,
+        )
+    if run.chief:
+        atomic_write_json(stored, result.to_dict())
+    return result.chosen, result, result.table()
+
+
+def linear_probe(
+    model, inputs, *, batch_size: int, holdout: float, seed: int,
+    log: Callable[[str], None] = print,
+) -> HeadFit:
+    """Fit the head of ``model`` on its frozen backbone's features of the training split, to
+    convergence, and put it in place (the fine-tuning stage starts from it)."""
+    features, labels = feature_store.compute_features(
+        model, inputs.bundle.train, image_size=inputs.image_size, batch_size=max(batch_size, 64)
+    )
+    fitted = fit_linear_head(
+        features, labels, inputs.bundle.num_classes, class_weight=inputs.class_weight,
+        holdout=holdout, seed=seed,
+    )
+    set_linear_head(head_layers(model), fitted)
+    log(f"linear probe: {fitted.describe()}; fine-tuning starts from this head")
+    return fitted
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """A resumed run continues from a checkpoint (its head is in there, no probe needed)."""
+    path = Path(run_dir) / "state.json"
+    if not path.exists():
+        return False
+    return bool(json.loads(path.read_text()).get("checkpoint"))
+
+
+def stage_summary(plan: TrainPlan, probe_first: bool) -> list[str]:
+    """One line per step of training, for ``tlkit plan`` and the log."""
+    lines = []
+    if probe_first:
+        lines.append("linear probe: the head fitted on frozen features (solver, to convergence)")
+    for i, stage in enumerate(plan.stages, 1):
+        lines.append(f"stage {i}: policy {stage.policy}, {stage.epochs} epochs at lr {stage.lr:g}")
+    return lines
+
+
+__all__ = [
+    "FreezeChoice",
+    "Stage",
+    "check_policies",
+    "choose_freeze",
+    "has_checkpoint",
+    "linear_probe",
+    "stage_summary",
+]
+
+
+def fit_on_features(route, plan: TrainPlan, freezer, *, run, inputs, holdout: float, seed: int,
+                    resume: bool = True, log: Callable[[str], None] = print):
+    """Train a frozen-backbone run: the head on cached features, to convergence; save
+    ``model.keras`` and a finished ``state.json``. Returns ``(state, [freeze decision])``."""
+    state = TrainState.load(run.run_dir) if resume else None
+    decision = freezer.apply(plan.stages[0].policy)
+    log(decision.message)
+    log(freezer.table())
+    if state is not None and state.finished and state.recipe_digest == plan.digest:
+        log(f"{run.run_dir}: this run already finished")
+        return state, [decision]
+    fitted = route.fit(
+        class_weight=inputs.class_weight, holdout=holdout, seed=seed, lr=plan.stages[0].lr
+    )
+    log(fitted["message"])
+    row = {"epoch": 1, "stage": 1, **route.scores(), "lr": 0.0, "steps": 0}
+    state = TrainState(recipe_digest=plan.digest, stage=1, epoch=1, stage_epoch=0,
+                       history=[row], finished=True)
+    if plan.monitor in row:
+        state.best, state.best_epoch = row[plan.monitor], 1
+    if run.chief:
+        with atomic_path(run.run_dir / BEST_MODEL) as tmp:
+            route.inference_model().save(tmp)
+        atomic_write_json(run.run_dir / "head_fit.json", fitted["summary"])
+        state.save(run.run_dir)
+    return state, [decision]
