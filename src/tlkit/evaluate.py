@@ -13,8 +13,9 @@ import numpy as np
 
 import tlkit.augment.layer  # noqa: F401 - registers AugmentationLayer (augment.device: model)
 import tlkit.layers  # noqa: F401 - registers tlkit's custom layers
-from tlkit.data import BadImageError, DataConfig, Split, check_data, load_data, load_image_file
-from tlkit.data.images import is_image_file
+from tlkit.contract import CONTRACT_FILE, Contract
+from tlkit.data import DataConfig, Split, check_data, load_data
+from tlkit.data.images import is_image_file, load_for_model
 from tlkit.data.pipeline import make_dataset
 from tlkit.errors import UserError
 from tlkit.io import atomic_write_json
@@ -24,27 +25,37 @@ from tlkit.reports import (
     plot_confusion_matrix,
     write_per_class_csv,
 )
+from tlkit.runtime import artifact_format, load_runner
 
 
 @dataclass
 class LoadedModel:
-    """A trained classifier with its class names and input size."""
+    """A trained classifier with its class names, input size and preprocessing contract."""
 
     model: Any
     class_names: list[str]
     image_size: int
     path: Path
+    contract: Contract | None = None
+
+    def __post_init__(self):
+        if self.contract is None:
+            self.contract = Contract.find(self.path, self.image_size)
 
 
 def load_trained(run_or_model: str | Path) -> LoadedModel:
-    """Load ``model.keras`` and ``labels.json`` from a run directory, or a ``.keras`` file.
+    """Load ``model.keras`` and ``labels.json`` from a run directory, or a ``.keras`` file, or
+    an exported artifact (a SavedModel folder, ``.tflite``, ``.onnx``) from ``tlkit export``.
 
-    A bare ``.keras`` file without a ``labels.json`` beside it gets class names ``0..n-1``.
+    A bare ``.keras`` file without a ``labels.json`` beside it gets class names ``0..n-1``, and
+    without a ``preprocessing.json`` the contract of runs saved before contracts (squash).
     """
     # Keras 3.15 warns when a one-input model named "image" is called with a bare tensor.
     warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
     path = Path(run_or_model)
+    if artifact_format(str(path)):
+        return _load_artifact(path)
     model_path = path / "model.keras" if path.is_dir() else path
     if not model_path.exists():
         hint = " (the run has not saved a model yet)" if path.is_dir() else ""
@@ -62,6 +73,37 @@ def load_trained(run_or_model: str | Path) -> LoadedModel:
     if len(class_names) != classes:
         raise UserError(f"{labels_path} lists {len(class_names)} classes, the model has {classes}")
     return LoadedModel(model, class_names, int(model.inputs[0].shape[1]), model_path)
+
+
+class ArtifactModel:
+    """An exported artifact (SavedModel, ``.tflite``, ``.onnx``) called like a Keras model, in
+    its own runtime (:func:`tlkit.runtime.load_runner`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._run = load_runner(str(path))
+        except ImportError as exc:
+            raise UserError(f"cannot run {path}: {exc}; install the export extra: "
+                            "python3 -m pip install 'tlkit[export]'") from None
+        except Exception as exc:  # noqa: BLE001 - a runtime's own load error
+            raise UserError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+
+    def __call__(self, images, training: bool = False):
+        return self._run(np.asarray(images, np.float32))
+
+
+def _load_artifact(path: Path) -> LoadedModel:
+    """An exported artifact with the ``labels.json`` and ``preprocessing.json`` beside it."""
+    folder = path.parent
+    contract_path, labels_path = folder / CONTRACT_FILE, folder / "labels.json"
+    missing = [p.name for p in (contract_path, labels_path) if not p.is_file()]
+    if missing:
+        raise UserError(f"{path}: {' and '.join(missing)} must lie beside an exported model "
+                        "(tlkit export puts them there)")
+    contract = Contract.from_dict(json.loads(contract_path.read_text()))
+    class_names = json.loads(labels_path.read_text())["class_names"]
+    return LoadedModel(ArtifactModel(path), class_names, contract.input_size, path, contract)
 
 
 @dataclass
@@ -129,7 +171,8 @@ def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
         raise UserError(f"{data} has no images in the {split} split")
     remap = np.array([loaded.class_names.index(c) for c in bundle.class_names])
     ds = make_dataset(_concat(chosen, remap), num_classes=len(loaded.class_names),
-                      image_size=loaded.image_size, batch_size=batch_size, training=False, seed=0)
+                      image_size=loaded.image_size, batch_size=batch_size, training=False, seed=0,
+                      contract=loaded.contract)
     probs, labels = predict_dataset(loaded.model, ds)
     return evaluate_predictions(probs, labels, loaded.class_names), loaded, bundle
 
@@ -150,6 +193,9 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
                   batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Top-k predictions for image files and folders (searched recursively).
 
+    Each file is decoded and shaped by the run's preprocessing contract, exactly as its
+    validation images were (:func:`tlkit.data.images.load_for_model`).
+
     Returns:
         ``(results, skipped)``: one result per readable image (``path``, ``top``: list of
         ``{label, probability}``) and the files that could not be read, with the reason.
@@ -165,13 +211,7 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
             raise UserError(f"no such file or folder: {p}")
     if not files:
         raise UserError(f"no images found in {', '.join(map(str, paths))}")
-    images, kept, skipped = [], [], []
-    for f in files:
-        try:
-            images.append(load_image_file(f, loaded.image_size))
-            kept.append(f)
-        except BadImageError as exc:
-            skipped.append({"path": str(f), "reason": str(exc)})
+    images, kept, skipped = load_for_model(files, loaded.contract)
     results = []
     k = max(1, min(top_k, len(loaded.class_names)))
     for start in range(0, len(images), batch_size):

@@ -167,3 +167,69 @@ def whole_image(hw) -> tuple[tf.Tensor, tf.Tensor]:
     """A ``window_fn`` for the whole image."""
     hw = tf.cast(tf.reshape(hw, [2]), tf.int32)
     return tf.zeros([2], tf.int32), hw
+
+
+# --------------------------------------------------------------------------- geometry
+#
+# How an image of any shape becomes the square the model sees (the preprocessing contract's
+# resize policies, tlkit.contract). One implementation for training, evaluation, prediction
+# and the calibration data of exports.
+
+#: ``squash``: the whole image resized to a square (aspect ratio not kept); ``centre_crop``:
+#: the central square (shorter side) resized, as AlexNet and VGG evaluate; ``pad``: the whole
+#: image with its longer side resized, padded to a square with black.
+RESIZE_POLICIES = ("squash", "centre_crop", "pad")
+
+
+def square_region(hw, policy: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(start [2], extent [2])``: the part of an ``hw`` image that :func:`fit_square` keeps
+    (the whole image, or its central square for ``centre_crop``). Not defined for ``pad``."""
+    hw = tf.cast(tf.reshape(hw, [2]), tf.int32)
+    if policy == "squash":
+        return tf.zeros([2], tf.int32), hw
+    if policy == "centre_crop":
+        side = tf.reduce_min(hw)
+        return (hw - side) // 2, tf.stack([side, side])
+    raise ValueError(f"no square region for resize policy {policy!r}")
+
+
+def fit_square(image, side: int, policy: str) -> tf.Tensor:
+    """uint8 ``[H, W, 3]`` (any size) to uint8 ``[side, side, 3]`` by ``policy``.
+
+    Resizing is bilinear and antialiased, rounded back to 8 bits (:func:`resize_uint8`).
+    """
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
+    image = tf.convert_to_tensor(image)
+    if policy == "pad":
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = side / tf.reduce_max(hw)
+        new = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
+        resized = tf.image.resize(image, new, method="bilinear", antialias=True)
+        resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        top, left = (side - new[0]) // 2, (side - new[1]) // 2
+        padded = tf.pad(resized, [[top, side - new[0] - top], [left, side - new[1] - left], [0, 0]])
+        return tf.ensure_shape(padded, [side, side, 3])
+    start, extent = square_region(tf.shape(image)[:2], policy)
+    region = tf.slice(image, tf.concat([start, [0]], 0), tf.concat([extent, [-1]], 0))
+    return tf.ensure_shape(resize_uint8(region, side), [side, side, 3])
+
+
+def centre_square(image, size: int) -> tf.Tensor:
+    """The central ``size x size`` window of a square ``[S, S, C]`` image (``S >= size``)."""
+    side = tf.shape(image)[0]
+    offset = (side - size) // 2
+    return image[offset : offset + size, offset : offset + size]
+
+
+def view_region(hw, policy: str, eval_size: int, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The source window that ``centre_square(fit_square(image, eval_size), size)`` shows
+    (for a decoder that reads only that window). Not defined for ``pad``."""
+    start, extent = square_region(hw, policy)
+    if eval_size == size:
+        return start, extent
+    offset = (eval_size - size) // 2
+    scale = tf.cast(extent, tf.float32) / eval_size
+    inner = tf.cast(tf.round(offset * scale), tf.int32)
+    inner_extent = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
+    return start + inner, tf.minimum(inner_extent, extent - inner)

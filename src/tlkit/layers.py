@@ -5,8 +5,11 @@ classes by their registered names, ``tlkit>Preprocessing`` and so on). The layer
 ``keras`` and ``keras.ops`` only, so they work on every Keras 3 backend, and this module imports
 nothing else of tlkit.
 
-* :class:`Preprocessing`: keras.applications' ``preprocess_input`` as a layer (every transfer
-  model starts with it, so a saved model takes raw RGB);
+* :func:`preprocessing`: keras.applications' ``preprocess_input`` built from Keras' own
+  ``Rescaling`` (and ``ops.flip`` for BGR), so a transfer model's ``model.keras`` loads with
+  plain ``keras.models.load_model`` in a process that never imported tlkit;
+* :class:`Preprocessing`: the same as one tlkit layer, kept so that models saved before
+  :func:`preprocessing` existed still load (``import tlkit`` registers it);
 * :class:`LocalResponseNormalization`: AlexNet's LRN (also in ZFNet, VGG A-LRN, GoogLeNet);
 * :class:`PartialConv2D`, :class:`Subsampling2D`, :class:`EuclideanRBF`: LeNet-5's C3
   connection table, trainable subsampling and RBF output.
@@ -21,6 +24,34 @@ from keras import layers, ops
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def preprocessing(x, mode: str, name: str = "preprocess"):
+    """keras.applications' ``preprocess_input`` for ``mode`` on raw RGB ``x`` in 0..255.
+
+    Built from Keras' own layers and ops only: ``caffe`` is ``ops.flip`` to BGR, then a
+    ``Rescaling`` that subtracts the ImageNet BGR mean; ``tf`` a ``Rescaling(1/127.5, -1)``;
+    ``torch`` a per-channel ``Rescaling`` equal to ``(x / 255 - mean) / std``; ``none`` a
+    ``Rescaling(1)`` (the identity, kept so that every transfer model has a ``preprocess``
+    layer). None of them has weights, so freezing never touches them.
+
+    Args:
+        x: Symbolic ``[N, H, W, 3]`` input (any dtype; ``Rescaling`` casts).
+        mode: ``caffe``, ``tf``, ``torch`` or ``none``.
+        name: Name of the ``Rescaling`` layer.
+    """
+    if mode == "caffe":
+        x = ops.flip(x, axis=-1)
+        return layers.Rescaling(1.0, offset=[-m for m in _CAFFE_MEAN_BGR], name=name)(x)
+    if mode == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
+    if mode == "torch":
+        scale = [1.0 / (255.0 * s) for s in _TORCH_STD]
+        offset = [-m / s for m, s in zip(_TORCH_MEAN, _TORCH_STD, strict=True)]
+        return layers.Rescaling(scale, offset=offset, name=name)(x)
+    if mode == "none":
+        return layers.Rescaling(1.0, name=name)(x)
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
 @keras.saving.register_keras_serializable(package="tlkit")

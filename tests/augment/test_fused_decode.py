@@ -138,9 +138,9 @@ class CountingAugmenter:
         self.traced.add("per_image")
         return self.inner.per_image(image, seed)
 
-    def decode_per_image(self, contents, seed):
+    def decode_per_image(self, contents, seed, region=None):
         self.traced.add("decode_per_image")
-        return self.inner.decode_per_image(contents, seed)
+        return self.inner.decode_per_image(contents, seed, region=region)
 
     def per_batch(self, images, labels, seed):
         return self.inner.per_batch(images, labels, seed)

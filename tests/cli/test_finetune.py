@@ -158,8 +158,9 @@ def test_official_format_file_loads_into_the_backbone(tmp_path, image_folder):
 
 
 def test_augment_on_the_model_device_and_pca_stats_in_the_run(tmp_path, image_folder):
-    """augment.device=model puts the batched ops in the model (identity at inference), and
-    PCA colour statistics computed over the training set are stored in the run."""
+    """augment.device=model puts the batched ops in the training model; the saved model has
+    Keras' Identity in its place (nothing of tlkit to load). PCA colour statistics computed
+    over the training set are stored in the run."""
     import keras
     import yaml
 
@@ -171,7 +172,8 @@ def test_augment_on_the_model_device_and_pca_stats_in_the_run(tmp_path, image_fo
                     "--output", out)
     assert result.exit_code == 0, result.output
     model = keras.saving.load_model(out / "model.keras")
-    assert "AugmentationLayer" in [type(layer).__name__ for layer in model.layers]
+    kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+    assert kinds["augmentation"] == "Identity" and "AugmentationLayer" not in kinds.values()
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))  # inactive
     stats = yaml.safe_load((out / "recipe.yaml").read_text())["augment"]["pca_colour"]["stats"]

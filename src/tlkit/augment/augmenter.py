@@ -160,7 +160,7 @@ class Augmenter:
             c.rotation.enabled or c.shear.enabled or c.warp.enabled
         )
 
-    def decode_per_image(self, contents, seed) -> tf.Tensor:
+    def decode_per_image(self, contents, seed, region=None) -> tf.Tensor:
         """:meth:`per_image` from an encoded file: decodes only the pixels the crop uses.
 
         The crop window (random crop, scale jitter, or the whole image) is drawn from the image
@@ -172,19 +172,31 @@ class Augmenter:
         seed the result matches ``per_image(decode(contents))`` up to resampling (the same
         window, mirror and colour draws).
 
+        ``region`` (``hw -> (start [2], extent [2])``, default the whole image) is the part of
+        the image that :meth:`per_image` would have been given, resized to ``[L, L]``: the
+        central square for the ``centre_crop`` resize policy
+        (:func:`tlkit.imageops.square_region`).
+
         Only when :attr:`fuses_decode`; otherwise decode and call :meth:`per_image`.
         """
         if not self.fuses_decode:
-            return self.per_image(decode_rgb(contents), seed)
+            image = decode_rgb(contents)
+            if region is not None:
+                start, extent = region(tf.shape(image)[:2])
+                image = tf.slice(image, tf.concat([start, [0]], 0), tf.concat([extent, [3]], 0))
+            return self.per_image(image, seed)
+        region = region or whole_image
         size = self.image_size
         seeds = ops.split_seed(self._fold(seed), 5)
         pixel_seeds = ops.split_seed(seeds[4], 6)
         virtual = self._virtual_size(seeds[0])
 
         def window_fn(hw):
+            start, extent = region(hw)
             if virtual is None:
-                return whole_image(hw)
-            return ops.crop_window(hw, virtual, size, seeds[3])
+                return start, extent
+            offset, window = ops.crop_window(extent, virtual, size, seeds[3])
+            return start + offset, window
 
         flip = self._mirror_draw(pixel_seeds[0])
         x = decode_window(contents, window_fn, min_side=size, resize_to=size, flip=flip)

@@ -50,6 +50,8 @@ class AugmentationLayer(keras.layers.Layer):
         self.augmenter = Augmenter(config, image_size=image_size, pca=stats, seed=seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
+        #: :func:`tlkit.models.inference_model` leaves the layer out of saved models.
+        self.training_only = True
 
     def call(self, inputs, training=None):
         if not training:

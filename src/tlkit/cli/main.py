@@ -22,6 +22,7 @@ COMMANDS = {
     "recipes": "tlkit.cli.recipes:recipes",
     "predict": "tlkit.cli.predict:predict",
     "evaluate": "tlkit.cli.predict:evaluate",
+    "export": "tlkit.cli.export:export",
     "augment": "tlkit.cli.augment:augment",
 }
 
@@ -74,6 +75,7 @@ def cli() -> None:
       tlkit plan --backbone resnet18 --data ./mydata   what a fine-tune would do, no training
       tlkit pretrain --backbone resnet18 --data BIG     a backbone of your own, to transfer from
       tlkit predict runs/digits-demo IMAGE  classify images with a finished run
+      tlkit export runs/digits-demo --format onnx   a checked ONNX (or SavedModel, TFLite)
       tlkit models                          every architecture, with its paper figures
       tlkit summary vgg16                   the per-layer table of an architecture
 

@@ -16,7 +16,8 @@ from tlkit.cli._run import handle_errors, quiet_tensorflow
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def predict(run_or_model, images, top_k, as_json) -> None:
-    """Classify IMAGES (files or folders) with a run directory or a .keras model."""
+    """Classify IMAGES (files or folders) with a run directory, a .keras model, or an exported
+    artifact (SavedModel folder, .tflite, .onnx from tlkit export)."""
     quiet_tensorflow()
     from tlkit.evaluate import predict_files
 

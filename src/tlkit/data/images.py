@@ -31,6 +31,17 @@ def is_image_file(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes; :class:`BadImageError` when it is missing or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except OSError as exc:
+        raise BadImageError(path, f"cannot open file ({exc.strerror or exc})") from None
+
+
 def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     """Open, verify and fully load an image; raise :class:`BadImageError` with the reason.
 
@@ -39,13 +50,7 @@ def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
         data: Its bytes, if already read.
     """
     if data is None:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise BadImageError(path, "file not found") from None
-        except OSError as exc:
-            raise BadImageError(path, f"cannot open file ({exc.strerror or exc})") from None
+        data = read_bytes(path)
     if not data:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
@@ -124,6 +129,51 @@ def _orientation(image: Image.Image) -> int | None:
         return image.getexif().get(0x0112)
     except Exception:  # broken EXIF blocks are common and harmless for the pixels
         return None
+
+
+def decode_for_model(path: str | os.PathLike):
+    """An image file as training decodes it: uint8 RGB ``[H, W, 3]``.
+
+    JPEG and 8-bit RGB PNG files go to TensorFlow's decoder, as in the training pipeline
+    (``tf.io.decode_jpeg`` and PIL disagree on a few levels in most pixels); anything else
+    (EXIF-rotated, CMYK, 16-bit, alpha, palette, other formats) is converted by PIL exactly as
+    the data check converts training files (:func:`to_rgb`).
+
+    Raises:
+        BadImageError: The file is missing, empty, not an image, truncated or corrupt.
+    """
+    data = read_bytes(path)
+    image = read_image(path, data)
+    if conversion_reason(image, data) is not None:
+        return np.asarray(to_rgb(image), dtype=np.uint8)
+    import tensorflow as tf
+
+    from tlkit.imageops import decode_rgb
+
+    try:
+        return decode_rgb(data).numpy()
+    except tf.errors.OpError as exc:
+        raise BadImageError(path, f"corrupt ({exc.message.splitlines()[0]})") from None
+
+
+def load_for_model(paths, contract) -> tuple[list[np.ndarray], list, list[dict[str, str]]]:
+    """Image files decoded (:func:`decode_for_model`) and shaped by ``contract``
+    (:meth:`tlkit.contract.Contract.view`) as the run's validation images were.
+
+    Returns:
+        ``(arrays, kept paths, skipped)``: uint8 ``[input_size, input_size, 3]`` arrays, the
+        files they came from, and ``{path, reason}`` for each file that is not a readable image.
+    """
+    arrays, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            image = decode_for_model(path)
+        except BadImageError as exc:
+            skipped.append({"path": str(path), "reason": exc.reason})
+            continue
+        arrays.append(np.asarray(contract.view(image)))
+        kept.append(path)
+    return arrays, kept, skipped
 
 
 def load_image_file(path: str | os.PathLike, image_size: int | None = None) -> np.ndarray:

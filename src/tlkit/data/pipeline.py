@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tlkit.contract import Contract
 from tlkit.data.bundle import Split
-from tlkit.imageops import resize_uint8, seed_stream
+from tlkit.imageops import decode_rgb, seed_stream, square_region, view_region
 
 AUTOTUNE = tf.data.AUTOTUNE
 #: Memory for the shuffle buffer after the cache, which holds already decoded images.
@@ -45,14 +46,17 @@ def make_dataset(
     num_parallel_calls: int | None = None,
     drop_remainder: bool = False,
     image_dtype: str = "float32",
+    contract: Any = None,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, one-hot labels[, sample weights])``.
 
     Files are read and decoded in parallel (``tf.io.decode_image``, 3 channels, first frame),
-    in-memory images are gathered by index; both are resized (bilinear, antialiased) to the load
-    size, ``load_size`` or ``augmenter.load_size(image_size)`` or ``image_size``, and cached in
-    memory when ``cache`` says so ("auto": when ``N * L * L * 3`` bytes fit in
-    ``cache_limit_mb``). Training shuffles (seeded, a new order every epoch), then applies
+    in-memory images are gathered by index; both are shaped by the preprocessing ``contract``
+    (:class:`tlkit.contract.Contract`): for training with random crops, fitted by its resize
+    policy to the load size ``L`` (``load_size`` or ``augmenter.load_size(image_size)``);
+    otherwise its evaluation view (fitted to ``eval_size``, the centre ``image_size`` square).
+    They are cached in memory when ``cache`` says so ("auto": when ``N * L * L * 3`` bytes fit
+    in ``cache_limit_mb``). Training shuffles (seeded, a new order every epoch), then applies
     ``augmenter.per_image(image, seed)`` per example with a per-example, per-epoch seed, batches,
     and applies ``augmenter.per_batch(images, labels, seed)`` (which may mix labels). Without
     ``training``: no shuffle, no augmentation, the split's order. Uncached files with an
@@ -79,6 +83,8 @@ def make_dataset(
         num_parallel_calls: Parallel map calls; ``None`` lets tf.data tune.
         drop_remainder: Drop a last, smaller batch.
         image_dtype: ``float32`` or ``uint8`` (rounded) images.
+        contract: The run's preprocessing contract; default squash to ``image_size``
+            (:meth:`Contract.legacy`), what tlkit did before contracts.
 
     Returns:
         ``tf.data.Dataset`` of ``(image_dtype [B, S, S, 3] in 0..255, float32 [B, num_classes])``,
@@ -90,8 +96,15 @@ def make_dataset(
     n = len(split)
     if n and int(split.labels.max()) >= num_classes:
         raise ValueError(f"label {int(split.labels.max())} out of range for {num_classes} classes")
+    contract = contract or Contract.legacy(image_size)
+    if contract.input_size != image_size:
+        raise ValueError(f"contract is for {contract.input_size}px, image_size is {image_size}")
     augment = training and augmenter is not None
-    size = load_size or (int(augmenter.load_size(image_size)) if augment else image_size)
+    size = image_size
+    if augment:
+        size = load_size or int(augmenter.load_size(image_size))
+    crops = size > image_size  # random crops from a larger square; else the evaluation view
+    prepare = (lambda image: contract.fit(image, size)) if crops else contract.view
     calls = num_parallel_calls or AUTOTUNE
     cached = cache == "memory" or (
         cache == "auto" and n * size * size * 3 <= cache_limit_mb * 2**20
@@ -100,9 +113,14 @@ def make_dataset(
         augment
         and not cached
         and not split.in_memory
+        and contract.resize != "pad"
         and getattr(augmenter, "fuses_decode", False)
         and hasattr(augmenter, "decode_per_image")
     )
+    if crops:
+        region = lambda hw: square_region(hw, contract.resize)  # noqa: E731
+    else:
+        region = lambda hw: view_region(hw, contract.resize, contract.eval_size, image_size)  # noqa: E731
     ds = _keyed(split)
     if training:
         ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=not cached)
@@ -110,14 +128,17 @@ def make_dataset(
         seeds = seed_stream(seed + 2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda example, s: (
-                _as_dtype(augmenter.decode_per_image(tf.io.read_file(example[0]), s), dtype),
+                _as_dtype(
+                    augmenter.decode_per_image(tf.io.read_file(example[0]), s, region=region),
+                    dtype,
+                ),
                 example[1],
             ),
             num_parallel_calls=calls,
         )
         ds = ds.ignore_errors(log_warning=True)
     else:
-        ds = ds.map(_loader(split, size), num_parallel_calls=calls)
+        ds = ds.map(_loader(split, prepare), num_parallel_calls=calls)
         if not split.in_memory:
             ds = ds.ignore_errors(log_warning=True)
     if cached:
@@ -135,7 +156,7 @@ def make_dataset(
             num_parallel_calls=calls,
         )
     elif not augment:
-        ds = ds.map(lambda image, label: (_resized(image, size, image_size, dtype), label))
+        ds = ds.map(lambda image, label: (_as_dtype(image, dtype), label))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
     per_batch = getattr(augmenter, "per_batch", None) if augment else None
@@ -154,13 +175,15 @@ def make_dataset(
 
 
 def iterate_images(
-    split: Split, image_size: int, batch_size: int = 32
+    split: Split, image_size: int, batch_size: int = 32, contract: Any = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches of ``(float32 images [B, S, S, 3] in 0..255, int labels [B])`` in split order.
 
-    For evaluation and prediction helpers: no shuffle, no augmentation, no cache.
+    For evaluation and prediction helpers: no shuffle, no augmentation, no cache; the
+    ``contract``'s evaluation view (default :meth:`Contract.legacy`).
     """
-    ds = _keyed(split).map(_loader(split, image_size), num_parallel_calls=AUTOTUNE)
+    contract = contract or Contract.legacy(image_size)
+    ds = _keyed(split).map(_loader(split, contract.view), num_parallel_calls=AUTOTUNE)
     if not split.in_memory:
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), label))
@@ -174,15 +197,12 @@ def _keyed(split: Split) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((tf.constant(split.paths, tf.string), labels))
 
 
-def _loader(split: Split, size: int):
-    """``(key, label) -> (uint8 [size, size, 3], label)`` for a path or an in-memory index."""
+def _loader(split: Split, prepare):
+    """``(key, label) -> (prepare(uint8 image), label)`` for a path or an in-memory index."""
     if not split.in_memory:
 
         def load(path, label):
-            image = tf.io.decode_image(
-                tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
-            )
-            return resize_uint8(image, size), label
+            return prepare(decode_rgb(tf.io.read_file(path))), label
 
         return load
     images = split.images
@@ -190,14 +210,14 @@ def _loader(split: Split, size: int):
         table = tf.constant(images, tf.uint8)
 
         def gather(index, label):
-            return resize_uint8(tf.gather(table, index), size), label
+            return prepare(tf.gather(table, index)), label
 
         return gather
 
     def pick(index, label):
         image = tf.numpy_function(lambda i: images[int(i)], [index], tf.uint8, stateful=False)
         image.set_shape([None, None, 3])
-        return resize_uint8(image, size), label
+        return prepare(image), label
 
     return pick
 
@@ -215,12 +235,6 @@ def _as_dtype(images, dtype) -> tf.Tensor:
 def _batch_as_dtype(batch, dtype) -> tuple:
     images, *rest = batch
     return (_as_dtype(images, dtype), *rest)
-
-
-def _resized(image, size: int, image_size: int, dtype) -> tf.Tensor:
-    if size != image_size:
-        image = resize_uint8(image, image_size)
-    return _as_dtype(image, dtype)
 
 
 def _per_image(augmenter, image, seed, image_size: int, dtype=tf.float32) -> tf.Tensor:

@@ -120,13 +120,14 @@ def finetune(
     )
     inputs = prepare_inputs(
         recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=run.run_dir,
-        progress=progress and run.chief, log=log,
+        progress=progress and run.chief, preprocess=recipe.preprocess,
+        normalisation=info.preprocessing, log=log,
     )
     if run.chief:
         write_run_record(run.run_dir, recipe, inputs)
     plan = TrainPlan.from_recipe(recipe, train_images=len(inputs.bundle.train))
     pipeline = recipe.data.model_dump(include={"cache", "cache_limit_mb", "num_parallel_calls"})
-    images = ImageInput(size, plan.batch_size, recipe.seed, **pipeline)
+    images = ImageInput(size, plan.batch_size, recipe.seed, **pipeline, contract=inputs.contract)
     source = weights_source(recipe.weights, info)
     head = recipe.model.head
     with dtype_policy(plan.precision, log=log):
@@ -169,7 +170,7 @@ def finetune(
             hooks = standard_hooks()
             if any(freezer.plan(s.policy).bn == "train" for s in plan.stages):
                 # moving averages lag fast-changing weights: recompute them before each score
-                sample = statistics_sample(inputs.bundle.train, size)
+                sample = statistics_sample(inputs.bundle.train, size, contract=inputs.contract)
                 hooks.append(PreciseBatchNorm(sample))
             trainer = Trainer(
                 route.model, plan, route.datasets, run.run_dir, hooks, strategy=run.strategy,

@@ -36,7 +36,7 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     log(f"run: {run_name(recipe)} -> {recipe.output.dir or f'{recipe.output.root}/{run_name(recipe)}'}")
     inputs = prepare_inputs(
         recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=None,
-        progress=False, log=log,
+        progress=False, preprocess=recipe.preprocess, normalisation=info.preprocessing, log=log,
     )
     plan = TrainPlan.from_recipe(recipe, train_images=len(inputs.bundle.train))
     source = weights_source(recipe.weights, info)

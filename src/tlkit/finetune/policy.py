@@ -108,7 +108,8 @@ def _auto_policy(recipe, plan, model, freezer, inputs, linear, run, log):
             model, freezer, inputs.bundle.train,
             num_classes=inputs.bundle.num_classes, image_size=inputs.image_size,
             batch_size=plan.batch_size, optimizer=plan.optimizer, lr=plan.stages[0].lr,
-            epochs=epochs, holdout=auto.holdout, seed=recipe.seed, log=log,
+            epochs=epochs, holdout=auto.holdout, seed=recipe.seed, contract=inputs.contract,
+            log=log,
         )
     if run.chief:
         atomic_write_json(stored, result.to_dict())
@@ -122,7 +123,8 @@ def linear_probe(
     """Fit the head of ``model`` on its frozen backbone's features of the training split, to
     convergence, and put it in place (the fine-tuning stage starts from it)."""
     features, labels = feature_store.compute_features(
-        model, inputs.bundle.train, image_size=inputs.image_size, batch_size=max(batch_size, 64)
+        model, inputs.bundle.train, image_size=inputs.image_size, batch_size=max(batch_size, 64),
+        contract=inputs.contract,
     )
     fitted = fit_linear_head(
         features, labels, inputs.bundle.num_classes, class_weight=inputs.class_weight,

@@ -23,12 +23,14 @@ from tlkit.train.routes import ImageInput
 
 
 def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
-    """``labels.json``, ``recipe.yaml`` and, with PCA colour, ``pca_stats.json``.
+    """``labels.json``, ``preprocessing.json`` (the run's :class:`~tlkit.contract.Contract`),
+    ``recipe.yaml`` and, with PCA colour, ``pca_stats.json``.
 
     ``recipe.yaml`` is the resolved recipe plus the PCA statistics this run computed, so
     ``tlkit finetune --recipe RUN/recipe.yaml`` repeats the run without computing them again.
     """
     atomic_write_json(run_dir / "labels.json", {"class_names": inputs.bundle.class_names})
+    inputs.contract.save(run_dir)
     if inputs.pca_computed:
         recipe = recipe.model_copy(update={"augment": recipe.augment.with_pca_stats(inputs.pca)})
     atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))

@@ -87,7 +87,8 @@ def layer_depths(model: keras.Model) -> dict[str, int]:
     depths: dict[str, int] = {}
     for name, parents in _parents(model).items():  # topological order: parents come first
         base = max((depths.get(p, 0) for p in parents), default=0)
-        depths[name] = base + (1 if is_weight_layer(by_name[name]) else 0)
+        layer = by_name.get(name)  # None for a bare op (ops.flip in caffe preprocessing)
+        depths[name] = base + (1 if layer is not None and is_weight_layer(layer) else 0)
     return depths
 
 

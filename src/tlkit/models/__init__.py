@@ -9,10 +9,10 @@ String ids (``vgg16``, ``resnet50``, ``googlenet``) work through :func:`build_mo
 :func:`get_model_info`; :func:`list_models` and :func:`summary` describe them.
 """
 
-from tlkit.layers import LocalResponseNormalization
+from tlkit.layers import LocalResponseNormalization, Preprocessing
 from tlkit.models.alexnet import AlexNet, ZFNet
 from tlkit.models.googlenet import GoogLeNet, strip_auxiliary_classifiers
-from tlkit.models.heads import Preprocessing, build_transfer_model, inference_model
+from tlkit.models.heads import build_transfer_model, inference_model
 from tlkit.models.lenet import LeNet5
 from tlkit.models.nin import NiN
 from tlkit.models.registry import (

@@ -16,7 +16,7 @@ from keras import layers
 from pydantic import Field
 
 from tlkit.errors import InputSizeError, UserError
-from tlkit.layers import Preprocessing
+from tlkit.layers import preprocessing
 from tlkit.models.registry import ModelInfo
 from tlkit.section import Section
 
@@ -78,7 +78,7 @@ def build_transfer_model(
         )
     inputs = keras.Input((size, size, channels), name="image")
     x = augment_layer(inputs) if augment_layer is not None else inputs
-    x = Preprocessing(info.preprocessing, name="preprocess")(x)
+    x = preprocessing(x, info.preprocessing, name="preprocess")
     if head_type == "paper":
         # The architecture's own classifier (e.g. VGG's fc1, fc2 with dropout), resized.
         extra = {}
@@ -116,10 +116,23 @@ def _float32_output(layer) -> None:
 
 
 def inference_model(model: keras.Model) -> keras.Model:
-    """The model to save and serve: only the main output (auxiliary classifiers left out)."""
-    if len(model.outputs) == 1:
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    """The model to save, export and serve: only the main output (auxiliary classifiers left
+    out), and a training-only augmentation layer (``augment.device: model``, the identity at
+    inference) replaced by Keras' ``Identity``, so the file needs nothing of tlkit to load.
+
+    The layers are shared with ``model``, not copied.
+    """
+    outputs = model.outputs if len(model.outputs) == 1 else model.outputs[0]
+    model = keras.Model(model.inputs, outputs, name=model.name)
+    if not any(getattr(layer, "training_only", False) for layer in model.layers):
+        return model
+
+    def keep(layer):
+        if getattr(layer, "training_only", False):
+            return layers.Identity(name=layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=keep)
 
 
 # --------------------------------------------------------------------------- model surgery

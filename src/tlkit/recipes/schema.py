@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from tlkit.augment.config import AugmentConfig
+from tlkit.contract import PreprocessConfig
 from tlkit.data.config import DataConfig
 from tlkit.freeze.config import FreezeConfig
 from tlkit.models.heads import HeadConfig
@@ -58,5 +59,6 @@ class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)

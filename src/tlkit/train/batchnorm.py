@@ -63,10 +63,10 @@ class PreciseBatchNorm(Hook):
         refresh_statistics(self.model, self.images, self.batch_size)
 
 
-def statistics_sample(split, image_size: int, limit: int = 512) -> np.ndarray:
-    """Up to ``limit`` training images (evaluation pipeline: resized, raw 0..255)."""
+def statistics_sample(split, image_size: int, limit: int = 512, contract=None) -> np.ndarray:
+    """Up to ``limit`` training images (the ``contract``'s evaluation view, raw 0..255)."""
     batches, count = [], 0
-    for images, _ in iterate_images(split, image_size, 128):
+    for images, _ in iterate_images(split, image_size, 128, contract):
         batches.append(images.astype(np.uint8))
         count += len(images)
         if count >= limit:

@@ -37,7 +37,7 @@ from tlkit.models.heads import feature_extractor, head_layers, is_head_layer
 CACHE_DIR = "feature_cache"
 ACTIVE_FILE = "active.json"
 START_WEIGHTS = "backbone.weights.h5"
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the contract's geometry is part of the key
 
 
 def data_digest(split) -> str:
@@ -80,14 +80,18 @@ def key_parts(
     image_size: int,
     preprocessing: str,
     weights_source: str = "",
+    contract=None,
 ) -> dict[str, Any]:
     """What the cache key hashes, as a dict (written to ``info.json`` beside the features)."""
     first = head_layers(model)[0]
+    view = contract.to_dict() if contract is not None else None
+    geometry = None if view is None else {k: view[k] for k in ("resize", "eval_size")}
     return {
         "version": KEY_VERSION,
         "backbone": backbone,
         "image_size": int(image_size),
         "preprocessing": preprocessing,
+        "geometry": geometry,
         "features": f"{first.input._keras_history.operation.name}:{tuple(first.input.shape[1:])}",
         "dtype_policy": keras.config.dtype_policy().name,
         "weights_source": str(weights_source),
@@ -152,15 +156,17 @@ def compute_features(
     batch_size: int,
     flipped: bool = False,
     extract: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    contract=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(features [N, D] float32, labels [N])`` of ``split`` in order (mirrored if ``flipped``).
 
-    Images come as the evaluation pipeline gives them (resized, raw 0..255); the mirror is
+    Images come as the evaluation pipeline gives them (the ``contract``'s evaluation view,
+    raw 0..255); the mirror is
     ``tf.reverse`` along the width, as the augmenter's.
     """
     extract = extract or extraction_function(model)
     features, labels = [], []
-    for images, batch_labels in iterate_images(split, image_size, batch_size):
+    for images, batch_labels in iterate_images(split, image_size, batch_size, contract):
         x = tf.constant(images)
         if flipped:
             x = tf.reverse(x, axis=[2])
@@ -182,6 +188,7 @@ def cached_features(
     batch_size: int,
     mirror: bool,
     parts: dict[str, Any] | None = None,
+    contract=None,
     log: Callable[[str], None] = print,
 ) -> CachedFeatures:
     """Load the features under ``run_dir/feature_cache/key``, computing what is missing.
@@ -215,6 +222,7 @@ def cached_features(
             batch_size=batch_size,
             flipped=flipped,
             extract=extract,
+            contract=contract,
         )
         _save(path, features)
         if not labels_path.exists():

@@ -56,6 +56,8 @@ class ImageInput:
     cache: str = "auto"
     cache_limit_mb: int = 2048
     num_parallel_calls: int | None = None
+    #: The run's preprocessing contract (:class:`tlkit.contract.Contract`); None: squash.
+    contract: Any = None
 
     def dataset(self, split, num_classes: int, *, training: bool = False, **kwargs):
         """:func:`tlkit.data.make_dataset` of ``split`` with these settings."""
@@ -69,6 +71,7 @@ class ImageInput:
             cache=self.cache,
             cache_limit_mb=self.cache_limit_mb,
             num_parallel_calls=self.num_parallel_calls,
+            contract=self.contract,
             **kwargs,
         )
 
@@ -263,6 +266,7 @@ class FeatureRoute:
             image_size=images.image_size,
             preprocessing=info.preprocessing,
             weights_source=weights_source,
+            contract=images.contract,
         )
         key = store.cache_key(parts)
         if resuming:
@@ -276,6 +280,7 @@ class FeatureRoute:
             batch_size=images.batch_size,
             mirror=plan.mirror_p > 0,
             parts=parts,
+            contract=images.contract,
             log=log,
         )
         with (strategy or tf.distribute.get_strategy()).scope():

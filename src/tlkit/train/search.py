@@ -101,9 +101,9 @@ def default_search_epochs(finetune_epochs: int) -> int:
     return max(2, math.ceil(finetune_epochs / 3))
 
 
-def _arrays(split, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(split, image_size: int, batch_size: int, contract=None) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for images, labels in iterate_images(split, image_size, batch_size):
+    for images, labels in iterate_images(split, image_size, batch_size, contract):
         xs.append(images.astype(np.uint8))
         ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
@@ -137,6 +137,7 @@ def search_freeze(
     epochs: int,
     holdout: float,
     seed: int,
+    contract=None,
     log: Callable[[str], None] = print,
 ) -> SearchResult:
     """Try each candidate freeze point of ``model`` and return the best (see the module doc).
@@ -155,11 +156,12 @@ def search_freeze(
         epochs: Epochs each trained candidate gets.
         holdout: Fraction of each class held out.
         seed: Seeds the split and the shuffles.
+        contract: The run's preprocessing contract (the evaluation view of each image).
         log: Where messages go.
     """
     started = time.perf_counter()
     prior, _ = freezer.rule()
-    x, y = _arrays(train_split, image_size, batch_size)
+    x, y = _arrays(train_split, image_size, batch_size, contract)
     split = holdout_split(y, holdout, seed)
     if split is None:
         return SearchResult(

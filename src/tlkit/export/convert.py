@@ -1,0 +1,162 @@
+"""Converting a run's Keras model to SavedModel, TFLite (float, float16, int8) and ONNX.
+
+Each function writes one artifact atomically (a temporary name, then a rename) and raises
+:class:`ExportError` with the converter's own reason, and the model layer it names when it
+names one, instead of the converter's trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from tlkit.errors import TlkitError
+
+#: ``--format`` values, the file or folder each writes, and its parity class.
+FORMATS = {
+    "saved_model": ("saved_model", "float"),
+    "tflite": ("model.tflite", "float"),
+    "tflite_fp16": ("model_fp16.tflite", "fp16"),
+    "tflite_int8": ("model_int8.tflite", "int8"),
+    "onnx": ("model.onnx", "float"),
+}
+
+
+class ExportError(TlkitError):
+    """A model that a converter cannot turn into a format (exit 1)."""
+
+
+def _reason(exc: BaseException, layer_names: Iterable[str]) -> str:
+    """The converter's message boiled down: the operations it has no kernel for, the model layer
+    they belong to (converters name ops by their graph path, ``model/layer_1/Op``), or else its
+    first telling line."""
+    text = str(exc) or type(exc).__name__
+    missing = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    missing += sorted(set(re.findall(r"[Uu]nsupported (?:ops?|operator)[: ]+([\w.]+)", text)))
+    layers = [name for name in layer_names
+              if re.search(rf"/{re.escape(name)}(?:_\d+)?/", text)]
+    where = f" (in layer {', '.join(layers)})" if layers else ""
+    if missing:
+        return f"no built-in operation for {', '.join(missing)}{where}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    telling = [
+        line for line in lines
+        if re.search(r"error|not supported|unsupported|failed|cannot|could not", line, re.I)
+    ] or lines[:1]
+    return f"{telling[0][:300]}{where}"
+
+
+def _fail(fmt: str, exc: BaseException, model) -> ExportError:
+    names = [layer.name for layer in model.layers]
+    return ExportError(f"cannot export to {fmt}: {_reason(exc, names)}")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Converters print MLIR diagnostics straight to file descriptor 2; hold them back (the
+    exception carries what matters)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    if final.is_dir():
+        shutil.rmtree(final)
+    elif final.exists():
+        final.unlink()
+    os.replace(tmp, final)
+
+
+def saved_model(model, path: Path) -> Path:
+    """A SavedModel with a ``serving_default`` signature: float32 ``[N, S, S, 3]`` raw RGB in,
+    probabilities out (Keras' ``model.export``)."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=".saved_model-", dir=path.parent))
+    shutil.rmtree(tmp)
+    try:
+        model.export(str(tmp), format="tf_saved_model", verbose=False)
+    except Exception as exc:  # noqa: BLE001 - converters raise anything
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _fail("saved_model", exc, model) from None
+    _replace(tmp, path)
+    return path
+
+
+def tflite(saved: Path, path: Path, model, *, quantize: str = "none",
+           calibration: Callable[[], Iterable[np.ndarray]] | None = None) -> Path:
+    """TFLite from a SavedModel: ``quantize`` ``none``, ``fp16`` (float16 weights) or ``int8``
+    (weights and activations int8, calibrated on ``calibration()``'s batches; float32 input and
+    output, so the model still takes raw RGB)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if quantize == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if calibration is None:
+            raise ValueError("int8 needs calibration data")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([b] for b in calibration())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        with warnings.catch_warnings(), _quiet_stderr():
+            warnings.simplefilter("ignore")
+            flat = converter.convert()
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(f"tflite ({quantize})" if quantize != "none" else "tflite", exc, model) from None
+    _write_bytes(Path(path), flat)
+    return Path(path)
+
+
+def onnx(model, path: Path) -> Path:
+    """ONNX through Keras' own exporter (tf2onnx underneath), opset chosen by Keras."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings(), _quiet_stderr():
+            warnings.simplefilter("ignore")
+            model.export(str(tmp), format="onnx", verbose=False)
+    except ImportError as exc:
+        raise ExportError(
+            f"cannot export to onnx: {exc}. Install the export extra: "
+            "python3 -m pip install 'tlkit[export]'"
+        ) from None
+    except Exception as exc:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise _fail("onnx", exc, model) from None
+    os.replace(tmp, path)
+    return path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def size_bytes(path: Path) -> int:
+    """Bytes on disk of a file or of everything in a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
