@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PACKAGES = {"TensorFlow": "tensorflow", "Keras": "keras", "NumPy": "numpy"}
 PACKAGES |= {"albumentations": "albumentations", "tlkit": "tlkit"}  # label: distribution
+PACKAGES |= {"onnxruntime": "onnxruntime", "tf2onnx": "tf2onnx", "LiteRT": "ai-edge-litert"}
 
 
 class Timer:

@@ -189,7 +189,7 @@ def export_run(
                                    calibration=calibration)
                 else:
                     convert.onnx(model, target)
-                probs, ms = _run_in_fresh_process(target, inputs, scratch)
+                probs, ms = run_in_fresh_process(target, inputs, scratch)
                 check = _check(fmt, target, kind, probs, reference, labels, keras_top1, ms,
                                keras_ms)
             except ExportError as exc:
@@ -255,7 +255,7 @@ def _calibration(train, image_size: int, contract, num_classes: int, limit: int)
     return lambda: (images[i : i + 1] for i in range(len(images)))
 
 
-def _run_in_fresh_process(artifact: Path, inputs: Path, scratch: Path):
+def run_in_fresh_process(artifact: Path, inputs: Path, scratch: Path):
     """Run ``runtime.py`` on the artifact in a new Python process (nothing of tlkit imported)."""
     output = scratch / f"{artifact.name}.npz"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
