@@ -65,7 +65,7 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
                     "max_abs_diff": float(np.abs(probs - reference).max()),
                     "size_mb": convert.size_bytes(target) / 2**20, "convert_s": seconds}
         except ExportError as exc:
-            row |= {"status": str(exc)}
+            row |= {"status": " ".join(str(exc).split())}  # one line: it is a table cell
         print(f"{model_id:14s} {fmt:12s} {row['status'][:90]}", flush=True)
         rows.append(row)
     return rows

@@ -35,6 +35,7 @@ RANKS = {
     "tlkit.train": 5,
     "tlkit.evaluate": 5,
     "tlkit.recipes": 6,
+    "tlkit.evaluation": 6,
     "tlkit.finetune": 7,
     "tlkit.export": 7,
     "tlkit.cli": 8,

@@ -157,24 +157,33 @@ def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
     has split folders; a plain class folder is evaluated whole.
     """
     loaded = load_trained(run_or_model)
-    bundle = load_data(DataConfig(source=data), seed=0)
-    check_data(bundle, None, progress=False, min_images_per_class=1)
-    unknown = sorted(set(bundle.class_names) - set(loaded.class_names))
-    if unknown:
-        raise UserError(
-            f"{data} has classes the model was not trained on: {', '.join(unknown)}; the model "
-            f"knows {', '.join(loaded.class_names)}"
-        )
-    names = ("train", "val", "test") if split == "all" else (split,)
-    chosen = [getattr(bundle, n) for n in names if len(getattr(bundle, n))]
-    if not chosen:
-        raise UserError(f"{data} has no images in the {split} split")
+    chosen, bundle = labelled_split(data, split, [loaded])
     remap = np.array([loaded.class_names.index(c) for c in bundle.class_names])
-    ds = make_dataset(_concat(chosen, remap), num_classes=len(loaded.class_names),
+    ds = make_dataset(_concat([chosen], remap), num_classes=len(loaded.class_names),
                       image_size=loaded.image_size, batch_size=batch_size, training=False, seed=0,
                       contract=loaded.contract)
     probs, labels = predict_dataset(loaded.model, ds)
     return evaluate_predictions(probs, labels, loaded.class_names), loaded, bundle
+
+
+def labelled_split(data: str, split: str, models: list[LoadedModel]):
+    """``(split, bundle)``: the ``split`` part (``all``: train, val and test in order) of data
+    source ``data``, its labels indexing ``bundle.class_names``; every model must know every
+    class of it (a user error otherwise)."""
+    bundle = load_data(DataConfig(source=data), seed=0)
+    check_data(bundle, None, progress=False, min_images_per_class=1)
+    for loaded in models:
+        unknown = sorted(set(bundle.class_names) - set(loaded.class_names))
+        if unknown:
+            raise UserError(
+                f"{data} has classes {loaded.path} was not trained on: {', '.join(unknown)}; "
+                f"it knows {', '.join(loaded.class_names)}"
+            )
+    names = ("train", "val", "test") if split == "all" else (split,)
+    chosen = [getattr(bundle, n) for n in names if len(getattr(bundle, n))]
+    if not chosen:
+        raise UserError(f"{data} has no images in the {split} split")
+    return _concat(chosen, np.arange(bundle.num_classes)), bundle
 
 
 def _concat(splits: list, remap: np.ndarray):
@@ -190,7 +199,8 @@ def _concat(splits: list, remap: np.ndarray):
 
 
 def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: int = 5,
-                  batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+                  batch_size: int = 32, min_confidence: float = 0.0,
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Top-k predictions for image files and folders (searched recursively).
 
     Each file is decoded and shaped by the run's preprocessing contract, exactly as its
@@ -198,7 +208,8 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
 
     Returns:
         ``(results, skipped)``: one result per readable image (``path``, ``top``: list of
-        ``{label, probability}``) and the files that could not be read, with the reason.
+        ``{label, probability}``, ``abstained``: its top probability is below
+        ``min_confidence``) and the files that could not be read, with the reason.
     """
     loaded = load_trained(run_or_model)
     files: list[Path] = []
@@ -221,14 +232,16 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
             order = np.argsort(-p)[:k]
             results.append({"path": str(f), "top": [
                 {"label": loaded.class_names[i], "probability": round(float(p[i]), 6)}
-                for i in order]})
+                for i in order], "abstained": bool(p[order[0]] < min_confidence)})
     return results, skipped
 
 
-def write_evaluation(folder: str | Path, result: Evaluation, class_names: list[str]) -> None:
-    """``evaluation.json``, ``confusion_matrix.png`` and ``per_class.csv`` into ``folder``."""
+def write_evaluation(folder: str | Path, result: Evaluation, class_names: list[str],
+                     extra: dict[str, Any] | None = None) -> None:
+    """``evaluation.json`` (``result``, or ``extra`` when given), ``confusion_matrix.png`` and
+    ``per_class.csv`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "evaluation.json", result.as_dict())
+    atomic_write_json(folder / "evaluation.json", extra or result.as_dict())
     plot_confusion_matrix(folder / "confusion_matrix.png", result.matrix, class_names)
     write_per_class_csv(folder / "per_class.csv", result.per_class)

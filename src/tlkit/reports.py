@@ -34,22 +34,41 @@ def _pyplot():
     return plt
 
 
-def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "") -> None:
-    """Loss and accuracy per epoch, training and validation, stage changes marked."""
+def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "",
+                best_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, training and validation: stage changes marked (dotted, with
+    the stage number), the epoch saved as ``model.keras`` marked (``best_epoch``), and a loss
+    scale that one huge early value (a from-scratch first epoch) does not flatten: such values
+    are drawn at the top edge and labelled."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        drawn = []
         for prefix, style in (("", "-"), ("val_", "--")):
             values = [row.get(prefix + metric) for row in history]
             if any(v is not None for v in values):
                 label = "validation" if prefix else "training"
                 ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
+                drawn += [v for v in values if v is not None]
+        if metric == "loss" and len(drawn) > 3:
+            typical = float(np.percentile(drawn, 75))
+            top = max(drawn)
+            if top > 3 * typical > 0:
+                limit = 1.5 * typical
+                ax.set_ylim(bottom=0, top=limit)
+                ax.annotate(f"off scale: up to {top:.3g}", xy=(0.02, 0.97),
+                            xycoords="axes fraction", va="top", fontsize=8, color="grey")
         for row, prev in zip(history[1:], history[:-1], strict=False):
             if row.get("stage") != prev.get("stage"):
                 ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8, linestyle=":")
+                ax.annotate(f"stage {row.get('stage')}", xy=(row["epoch"] - 0.45, 0.02),
+                            xycoords=("data", "axes fraction"), fontsize=7, color="grey")
+        if best_epoch:
+            ax.axvline(best_epoch, color="#C44E52", linewidth=1.0, alpha=0.6,
+                       label=f"saved (epoch {best_epoch})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)

@@ -54,3 +54,21 @@ def test_cli_bad_input_exits_2(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "g.png").exists()
+
+
+def test_without_augmentation_the_preview_shows_the_originals_once(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, [3, 20, 20, 3], dtype=np.uint8)
+    aug = build_augmenter(augment_preset("light"), image_size=16)
+    six = preview_grid(images, aug, out_path=tmp_path / "six.png", columns=6)
+    once = preview_grid(images, None, out_path=tmp_path / "once.png", columns=6,
+                        title="no augmentation enabled", row_labels=["a", "b", "c"])
+    with Image.open(six) as a, Image.open(once) as b:
+        assert b.size[0] < 0.7 * a.size[0]  # one column of originals, not six identical copies
+
+
+def test_preview_rows_are_labelled_with_their_class(tmp_path):
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (30, 20), (90, 90, 90)).save(tmp_path / cls / "0.png")
+    images, labels = load_preview_images(str(tmp_path), n=2, size=24, with_labels=True)
+    assert images.shape == (2, 24, 24, 3) and labels == ["cats", "dogs"]

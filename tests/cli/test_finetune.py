@@ -43,7 +43,8 @@ def test_run_directory_has_every_output(trained_run):
     _, out, _ = trained_run
     for name in ("model.keras", "labels.json", "recipe.yaml", "metrics.json", "history.csv",
                  "curves.png", "confusion_matrix.png", "per_class_val.csv", "data_report.json",
-                 "splits.csv", "state.json"):
+                 "splits.csv", "state.json", "preprocessing.json", "calibration.json",
+                 "reliability.png", "report.html"):
         assert (out / name).exists(), name
     labels = json.loads((out / "labels.json").read_text())["class_names"]
     assert labels == ["class_0", "class_1", "class_2"]

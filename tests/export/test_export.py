@@ -218,3 +218,15 @@ def test_googlenet_auxiliary_classifiers_are_never_exported(tmp_path):
     """)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("TensorSpec") == 1 and "(None, 4)" in proc.stdout
+
+
+def test_grouped_convolutions_are_refused_for_onnx_naming_the_layers(tmp_path):
+    from tlkit.export import ExportError, convert
+    from tlkit.models import build_transfer_model, get_model_info
+
+    model = build_transfer_model(get_model_info("alexnet_2tower"), 3, image_size=67)
+    with pytest.raises(ExportError) as caught:
+        convert.onnx(model, tmp_path / "model.onnx")
+    message = str(caught.value)
+    assert "conv2, conv4, conv5" in message and "grouped" in message
+    assert not (tmp_path / "model.onnx").exists()

@@ -64,8 +64,10 @@ def preview_grid(
     columns: int = 6,
     seed: int = 0,
     title: str | None = None,
+    row_labels: list[str] | None = None,
 ) -> Path:
-    """Write a PNG grid: one row per image, the original then ``columns - 1`` augmented versions.
+    """Write a PNG grid: one row per image, the original then ``columns - 1`` augmented versions
+    (without an augmenter only the originals, and the title says nothing is enabled).
 
     Args:
         images: ``(N, H, W, 3)`` uint8 or float images (grey ``(N, H, W)`` is accepted).
@@ -74,6 +76,7 @@ def preview_grid(
         columns: Images per row, the original included.
         seed: Seeds every augmented version; the same seed draws the same grid.
         title: Optional figure title (e.g. the enabled ops).
+        row_labels: A label per row (the image's class), written left of it.
 
     Returns:
         The path written.
@@ -87,13 +90,18 @@ def preview_grid(
     n = len(originals)
     if n == 0:
         raise UserError("preview needs at least one image")
-    if augmenter is None:
-        versions = np.repeat(originals[None], columns - 1, axis=0)
+    if augmenter is None:  # six identical copies would say nothing; say that instead
+        columns = 1
+        title = (title + "\n" if title else "") + "training sees the originals"
+        versions = originals[None, :0]
     else:
         versions = augmented_versions(originals, augmenter, columns - 1, seed)
 
-    cell = min(2.5, max(1.0, versions.shape[2] / 100))  # about one screen pixel per pixel
-    fig = Figure(figsize=(cell * columns, cell * n + (0.35 if title else 0.0) + 0.25), dpi=100)
+    side = originals.shape[2] if augmenter is None else versions.shape[2]
+    cell = min(2.5, max(1.0, side / 100))  # about one screen pixel per pixel
+    width = cell * columns + (0.8 if row_labels else 0.0) + (2.0 if columns == 1 else 0.0)
+    fig = Figure(figsize=(width, cell * n + (0.45 if title else 0.0) + 0.3), dpi=100,
+                 layout="constrained")  # the title gets its own room above the column heads
     canvas = FigureCanvasAgg(fig)
     axes = fig.subplots(n, columns, squeeze=False)
     for i in range(n):
@@ -104,9 +112,11 @@ def preview_grid(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title("original" if j == 0 else f"augmented {j}", fontsize=8)
+            if j == 0 and row_labels:
+                ax.set_ylabel(str(row_labels[i]), fontsize=8, rotation=0, ha="right",
+                              va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
     canvas.draw()
     _write_png(np.asarray(canvas.buffer_rgba())[..., :3], Path(out_path))
     return Path(out_path)
@@ -119,8 +129,10 @@ def _write_png(pixels: np.ndarray, path: Path) -> None:
         Image.fromarray(pixels).save(tmp, format="PNG", optimize=True)
 
 
-def load_preview_images(source: str, n: int = 4, *, size: int | None = None) -> np.ndarray:
-    """A few images for a preview: uint8 ``(n, H, W, 3)``.
+def load_preview_images(source: str, n: int = 4, *, size: int | None = None,
+                        with_labels: bool = False):
+    """A few images for a preview: uint8 ``(n, H, W, 3)`` (and, ``with_labels``, each one's
+    class: its class folder's name, or the digit).
 
     ``source`` is a folder (one subfolder per class, or images directly; one image per class in
     turn, unreadable files skipped) or ``builtin:digits`` (scikit-learn's 8x8 digits, scaled to
@@ -138,20 +150,24 @@ def load_preview_images(source: str, n: int = 4, *, size: int | None = None) -> 
         digits = load_digits()
         picks = [int(np.flatnonzero(digits.target == c)[0]) for c in range(10)][:n]
         grey = (digits.images[picks] * (255.0 / 16.0)).astype(np.uint8)
-        return _resize_all([np.repeat(g[..., None], 3, axis=-1) for g in grey], size or 64)
+        images = _resize_all([np.repeat(g[..., None], 3, axis=-1) for g in grey], size or 64)
+        return (images, [str(c) for c in range(len(picks))]) if with_labels else images
     folder = Path(source)
     if not folder.is_dir():
         raise UserError(f"--data {source}: not a folder (or use builtin:digits)")
-    images = []
+    images, labels = [], []
     for path in _round_robin(folder):
         image = _read_rgb(path)
         if image is not None:
             images.append(image)
+            parent = path.relative_to(folder).parts
+            labels.append(parent[0] if len(parent) > 1 else "")
         if len(images) == n:
             break
     if not images:
         raise UserError(f"--data {source}: no readable images found")
-    return _resize_all(images, size or min(256, *images[0].shape[:2]))
+    resized = _resize_all(images, size or min(256, *images[0].shape[:2]))
+    return (resized, labels) if with_labels else resized
 
 
 def _round_robin(folder: Path):
@@ -206,14 +222,15 @@ def preview(
     Returns:
         What was done: ``out``, ``images``, ``ops``, ``load_size``, ``pca_from_preview``.
     """
-    images = load_preview_images(source, n)
+    images, labels = load_preview_images(source, n, with_labels=True)
     pca_from_preview = config.needs_pca_stats
     pca = compute_pca_stats(images) if pca_from_preview else None
     augmenter = build_augmenter(config, image_size=image_size, pca=pca, seed=seed)
     ops = config.enabled_ops + (["albumentations"] if config.backend == "albumentations" else [])
     title = ", ".join(ops) if ops else "no augmentation enabled"
     path = preview_grid(
-        images, augmenter, out_path=out_path, columns=columns, seed=seed, title=title
+        images, augmenter, out_path=out_path, columns=columns, seed=seed, title=title,
+        row_labels=labels if any(labels) else None,
     )
     return {
         "out": str(path),

@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": "tlkit.cli.predict:predict",
     "evaluate": "tlkit.cli.predict:evaluate",
     "export": "tlkit.cli.export:export",
+    "report": "tlkit.cli.report:report",
     "augment": "tlkit.cli.augment:augment",
 }
 
@@ -76,6 +77,7 @@ def cli() -> None:
       tlkit pretrain --backbone resnet18 --data BIG     a backbone of your own, to transfer from
       tlkit predict runs/digits-demo IMAGE  classify images with a finished run
       tlkit export runs/digits-demo --format onnx   a checked ONNX (or SavedModel, TFLite)
+      tlkit report runs/digits-demo         one self-contained report.html of the run
       tlkit models                          every architecture, with its paper figures
       tlkit summary vgg16                   the per-layer table of an architecture
 

@@ -190,6 +190,13 @@ def iterate_images(
     yield from ds.batch(batch_size).prefetch(AUTOTUNE).as_numpy_iterator()
 
 
+def decoded_images(split: Split) -> tf.data.Dataset:
+    """``(uint8 image [H, W, 3], int label)`` of every example in split order, decoded and
+    nothing else (each evaluation method shapes them its own way); unreadable files skipped."""
+    ds = _keyed(split).map(_loader(split, tf.identity), num_parallel_calls=AUTOTUNE)
+    return ds if split.in_memory else ds.ignore_errors(log_warning=True)
+
+
 def _keyed(split: Split) -> tf.data.Dataset:
     labels = tf.constant(split.labels, tf.int64)
     if split.in_memory:

@@ -129,6 +129,7 @@ def onnx(model, path: Path) -> Path:
     """ONNX through Keras' own exporter (tf2onnx underneath), opset chosen by Keras."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    model(np.zeros((1, *model.inputs[0].shape[1:]), "float32"))  # Keras exports called models
     try:
         with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")
@@ -141,8 +142,32 @@ def onnx(model, path: Path) -> Path:
     except Exception as exc:  # noqa: BLE001
         tmp.unlink(missing_ok=True)
         raise _fail("onnx", exc, model) from None
+    try:
+        _check_onnx_graph(tmp, model)
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
+
+
+def _check_onnx_graph(path: Path, model) -> None:
+    """tf2onnx leaves what it cannot convert as TensorFlow function calls, which no ONNX
+    runtime runs (Keras 3's grouped ``Conv2D`` is one): refuse them here, naming the layers."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    calls = [n.name for n in graph.node if n.op_type in ("StatefulPartitionedCall",
+                                                          "PartitionedCall")]
+    if not calls:
+        return
+    names = [layer.name for layer in model.layers]
+    layers = [n for n in names if any(re.search(rf"/{re.escape(n)}(?:_\d+)?/", c) for c in calls)]
+    grouped = [n for n in layers if getattr(model.get_layer(n), "groups", 1) > 1]
+    why = " (grouped convolutions: tf2onnx cannot convert Conv2D(groups>1))" if grouped else ""
+    raise ExportError(f"cannot export to onnx: {len(calls)} TensorFlow function call(s) left "
+                      f"unconverted in layer {', '.join(layers) or '?'}{why}; TFLite and "
+                      "SavedModel exports of this model work")
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 
 from tlkit import runtime
-from tlkit.data import prepare_data
 from tlkit.data.pipeline import iterate_images
 from tlkit.errors import UserError
 from tlkit.evaluate import load_trained
 from tlkit.export import convert
 from tlkit.export.convert import FORMATS, ExportError, size_bytes
 from tlkit.io import atomic_write_json
-from tlkit.recipes import resolve_recipe
+from tlkit.recipes.rundata import run_data
 from tlkit.runtime import artifact_format, latency_ms, run_all
 
 #: Parity gates by format class: minimum top-1 agreement, maximum absolute probability
@@ -214,11 +213,7 @@ def _held_out(run_dir: Path, loaded):
     """The run's held-out split (val, else test) and its training split, rebuilt from its
     resolved recipe exactly as the run split them."""
 
-    recipe_path = run_dir / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise UserError(f"{run_dir} has no recipe.yaml: cannot find its held-out images")
-    recipe = resolve_recipe([recipe_path])
-    bundle = prepare_data(recipe.data, seed=recipe.seed, run_dir=None, progress=False)
+    recipe, bundle = run_data(run_dir)
     if bundle.class_names != loaded.class_names:
         raise UserError(f"{recipe.data.source} no longer has the classes {run_dir} was trained "
                         "on; the parity gate needs the run's own data")

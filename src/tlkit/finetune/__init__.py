@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlkit.evaluation.report import write_report
 from tlkit.finetune.context import RunContext, resolve_run_dir
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
@@ -194,6 +195,11 @@ def finetune(
     if route_choice.frozen and not route_choice.use:
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / "metrics.json", metrics)
+    try:
+        write_report(run.run_dir, bundle=inputs.bundle, log=log)
+    except Exception as exc:  # noqa: BLE001 - the run is done and saved; the page is extra
+        log(f"report: not written ({type(exc).__name__}: {exc}); `tlkit report "
+            f"{run.run_dir}` retries")
     return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=route_choice.use)
 
 
@@ -207,8 +213,8 @@ def describe_result(result: RunResult) -> str:
     if val:
         parts.append(f"val top-1 {val['top1']:.4f}")
     return (
-        f"{'; '.join(parts)}. Outputs in {result.run_dir}: model.keras, metrics.json, curves.png, "
-        f"confusion_matrix.png. Next: tlkit predict {result.run_dir} IMAGE"
+        f"{'; '.join(parts)}. Outputs in {result.run_dir}: report.html (open it in a browser), "
+        f"model.keras, metrics.json. Next: tlkit predict {result.run_dir} IMAGE"
     )
 
 

@@ -4,11 +4,13 @@ weights report) and, at the end, the scores of the best model and the reports.""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
+from tlkit.evaluation.calibration import CALIBRATION_FILE, calibrate_run, is_calibrated
 from tlkit.finetune.inputs import Inputs
 from tlkit.io import atomic_write_json, atomic_write_text
 from tlkit.recipes import recipe_to_yaml
@@ -56,7 +58,7 @@ def final_reports(
     ``route.cached_predictions`` may score a split from cached features instead of the images.
     """
     write_history_csv(run_dir / "history.csv", state.history)
-    plot_curves(run_dir / "curves.png", state.history, title=title)
+    plot_curves(run_dir / "curves.png", state.history, title=title, best_epoch=state.best_epoch)
     metrics: dict[str, Any] = {
         "history": state.history,
         "best_epoch": state.best_epoch,
@@ -67,6 +69,7 @@ def final_reports(
     }
     bundle = inputs.bundle
     best = functools.cache(lambda: load_trained(run_dir).model)
+    scored = {}
 
     for name in ("val", "test"):
         split = getattr(bundle, name)
@@ -75,6 +78,7 @@ def final_reports(
         predicted = route.cached_predictions(name, best)
         if predicted is None:
             predicted = predict_dataset(best(), images.dataset(split, bundle.num_classes))
+        scored[name] = predicted
         result = evaluate_predictions(*predicted, bundle.class_names)
         metrics[name] = {"top1": result.top1, "top5": result.top5, "count": result.count}
         metrics[f"{name}_per_class"] = result.per_class
@@ -92,4 +96,9 @@ def final_reports(
             f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
             f"(best epoch {state.best_epoch})"
         )
+    calibration_path = run_dir / CALIBRATION_FILE
+    if scored.get("val") is not None and not is_calibrated(best()):
+        metrics["calibration"] = calibrate_run(run_dir, scored, best(), log=log)
+    elif calibration_path.exists():
+        metrics["calibration"] = json.loads(calibration_path.read_text())
     return metrics

@@ -144,13 +144,21 @@ def is_head_layer(name: str) -> bool:
     return name.startswith(("head_", "aux")) or name == "predictions"
 
 
+#: The layers a run's calibration appends after ``predictions`` (tlkit.evaluation.calibration):
+#: the temperature, not part of the head.
+CALIBRATION_LAYERS = ("calibration", "calibrated")
+
+
 def head_layers(model: keras.Model) -> list:
-    """The head's layers, input to output: the tail of a flat transfer model.
+    """The head's layers, input to output: the tail of a flat transfer model (before the
+    calibration a finished run's ``model.keras`` ends in).
 
     Raises:
         ValueError: the head is not a single chain at the end of the model (paper heads).
     """
-    chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    chain = [layer for layer in model.layers
+             if not isinstance(layer, keras.layers.InputLayer)
+             and layer.name not in CALIBRATION_LAYERS]
     start = next((i for i, layer in enumerate(chain) if is_head_layer(layer.name)), None)
     if start is None or not all(is_head_layer(layer.name) for layer in chain[start:]):
         raise ValueError(f"{model.name} does not end in a chain of head_* layers")

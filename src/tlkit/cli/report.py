@@ -1,0 +1,27 @@
+"""``tlkit report``."""
+
+from __future__ import annotations
+
+import click
+
+from tlkit.cli._run import handle_errors, quiet_tensorflow
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def report(run_dir) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (images embedded, no network) with
+    the run's summary, data, freeze decision, curves, confusion matrix, per-class scores,
+    calibration, highest-loss images, Grad-CAM maps, evaluations, exports and recipe."""
+    quiet_tensorflow()
+    from pathlib import Path
+
+    from tlkit.errors import UserError
+    from tlkit.evaluation.report import write_report
+    from tlkit.recipes.rundata import run_data
+
+    if not (Path(run_dir) / "model.keras").is_file():
+        raise UserError(f"{run_dir} is not a finished run directory (no model.keras)")
+    _, bundle = run_data(run_dir)
+    write_report(run_dir, bundle=bundle, log=lambda m: click.echo(m))
