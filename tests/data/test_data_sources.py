@@ -276,8 +276,12 @@ def test_empty_single_class_and_loose_folders(tmp_path):
         load_data(_cfg(tmp_path / "loose"))
     make_class_folder(tmp_path / "withempty", {"a": 3, "b": 3})
     (tmp_path / "withempty" / "c").mkdir()
+    bundle = load_data(_cfg(tmp_path / "withempty"))  # a stray empty folder costs no run
+    assert bundle.class_names == ["a", "b"]
+    assert [d["class"] for d in bundle.report.dropped_classes] == ["c"]
+    strict = _cfg(tmp_path / "withempty").model_copy(update={"strict": True})
     with pytest.raises(UserError, match="no training images: 'c'"):
-        load_data(_cfg(tmp_path / "withempty"))
+        load_data(strict)
 
 
 def test_config_validation():

@@ -11,6 +11,28 @@ import traceback
 import click
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C's KeyboardInterrupt (exit 143)."""
+
+
+#: Set by commands whose work resumes when run again (finetune, pretrain).
+RESUMABLE = {"on": False}
+
+
+def resumable_signals() -> None:
+    """For a training command: SIGTERM stops it like Ctrl-C (the last checkpoint is kept; the
+    same command resumes), and the interrupt message says so."""
+    import signal
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    RESUMABLE["on"] = True
+    signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job of a plain shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def handle_errors(func):
     """Turn tlkit errors into ``error: ...`` with exit 2 (user) or 1 (runtime).
 
@@ -29,9 +51,13 @@ def handle_errors(func):
         except BrokenPipeError:  # `tlkit models | head`: the reader left, nothing to report
             sys.stderr.close()
             os._exit(0)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C (SIGINT), or SIGTERM in a training command
+            terminated = isinstance(exc, Terminated)
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            hint = ("; run the same command again to resume from the last checkpoint"
+                    if RESUMABLE["on"] else "")
+            click.echo(f"{what}{hint}", err=True)
+            sys.exit(143 if terminated else 130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence

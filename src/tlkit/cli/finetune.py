@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli._run import handle_errors, quiet_tensorflow
+from tlkit.cli._run import handle_errors, quiet_tensorflow, resumable_signals
 
 
 def recipe_options(func):
@@ -52,6 +52,7 @@ def _run(recipes, sets, flags, overwrite, no_resume, dry_run) -> None:
     from tlkit.finetune import describe_result
     from tlkit.finetune import finetune as run
 
+    resumable_signals()
     result = run(recipe, overwrite=overwrite, resume=not no_resume, log=log)
     click.echo(describe_result(result))
 

@@ -83,7 +83,8 @@ def prepare_data(
     """
     bundle = load_data(config, seed=seed)
     if check:
-        check_data(bundle, run_dir, progress, min_images_per_class=config.min_images_per_class)
+        check_data(bundle, run_dir, progress, min_images_per_class=config.min_images_per_class,
+                   strict=config.strict)
     class_weights(bundle, config.class_weights, config.imbalance_threshold)
     if run_dir is not None:
         atomic_write_json(os.path.join(run_dir, "data_report.json"), bundle.report.as_dict())

@@ -105,6 +105,8 @@ class DataReport:
         duplicates: Groups of byte-identical images found in train and in val or test:
             ``{sha1, items: [{path, split, label}]}``.
         small_classes: ``{class, train, minimum}`` for classes below ``min_images_per_class``.
+        dropped_classes: ``{class, reason, val, test}`` for classes left out of the run (no
+            training images: an empty class folder, or all of its files unreadable).
         missing: Per split, classes with no examples there.
         ignored: Files next to the images that are not images (``{path, reason}``).
         warnings: Other things worth a look.
@@ -123,6 +125,7 @@ class DataReport:
     converted: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     small_classes: list[dict[str, Any]] = field(default_factory=list)
+    dropped_classes: list[dict[str, Any]] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
     ignored: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -148,6 +151,7 @@ class DataReport:
             "converted": list(self.converted),
             "duplicates": list(self.duplicates),
             "small_classes": list(self.small_classes),
+            "dropped_classes": list(self.dropped_classes),
             "missing": {s: list(c) for s, c in self.missing.items()},
             "ignored": list(self.ignored),
             "warnings": list(self.warnings),
@@ -200,6 +204,13 @@ class DataReport:
             self.duplicates,
             limit,
             lambda d: " = ".join(f"{i['path']} [{i['split']}]" for i in d["items"]),
+        )
+        _list(
+            lines,
+            f"dropped {len(self.dropped_classes)} classes (data.strict: true makes this an error)",
+            self.dropped_classes,
+            limit,
+            lambda d: f"{d['class']!r}: {d['reason']}",
         )
         _list(
             lines,
@@ -266,6 +277,26 @@ class DataBundle:
     def splits(self) -> dict[str, Split]:
         """``{"train": ..., "val": ..., "test": ...}``."""
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def drop_classes(self, names: list[str], reason: str) -> None:
+        """Leave classes ``names`` out: their examples leave every split, the other classes'
+        labels are renumbered, and ``report.dropped_classes`` says what went and why."""
+        gone = [self.class_names.index(n) for n in names]
+        for n, i in zip(names, gone, strict=True):
+            left = {s: int((getattr(self, s).labels == i).sum()) for s in SPLITS}
+            self.report.dropped_classes.append({"class": n, "reason": reason, **left})
+        keep = [i for i in range(self.num_classes) if i not in gone]
+        remap = np.full(self.num_classes, -1, np.int64)
+        remap[keep] = np.arange(len(keep))
+        for name in SPLITS:
+            split = getattr(self, name)
+            if not len(split):
+                continue
+            out = split.subset(np.flatnonzero(remap[split.labels] >= 0))
+            out.labels = remap[out.labels]
+            setattr(self, name, out)
+        self.class_names = [self.class_names[i] for i in keep]
+        self.refresh_counts()
 
     def refresh_counts(self) -> None:
         """Recompute the report's per-class counts, imbalance ratio and missing classes."""

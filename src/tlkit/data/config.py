@@ -61,6 +61,11 @@ class DataConfig(Section):
             "tfds split) is not capped. null keeps all."
         ),
     )
+    strict: bool = Field(
+        False,
+        description="Make every skipped, converted or duplicate file and every dropped class "
+        "(an empty class folder) an error (exit 2) instead of a report entry.",
+    )
     min_images_per_class: int = Field(
         5,
         ge=1,

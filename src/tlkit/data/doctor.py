@@ -33,6 +33,7 @@ def check_data(
     *,
     min_images_per_class: int = 5,
     workers: int | None = None,
+    strict: bool = False,
 ) -> DataReport:
     """Check every image of ``bundle`` and fix what can be fixed, in place.
 
@@ -68,7 +69,9 @@ def check_data(
         report.notes.append(f"converted copies are in {converter.folder}")
     report.duplicates = _cross_split_duplicates(digests)
     bundle.refresh_counts()
-    _check_classes(bundle, min_images_per_class)
+    _check_classes(bundle, min_images_per_class, strict)
+    if strict:
+        _refuse_findings(bundle)
     report.checked = True
     return report
 
@@ -156,10 +159,28 @@ def _cross_split_duplicates(digests: dict[str, list[dict]]) -> list[dict]:
     return groups
 
 
-def _check_classes(bundle: DataBundle, minimum: int) -> None:
+def _refuse_findings(bundle: DataBundle) -> None:
+    """``data.strict``: anything the doctor had to skip, convert, drop or flag is an error."""
+    r = bundle.report
+    found = [(len(r.skipped), "unreadable files skipped"), (len(r.converted), "files converted"),
+             (len(r.dropped_classes), "classes dropped"),
+             (len(r.duplicates), "images in train and in val/test")]
+    found = [f"{n} {what}" for n, what in found if n]
+    if found:
+        first = (r.skipped or r.converted or [{}])[0].get("path", "")
+        raise UserError(f"data {bundle.source}: data.strict is on and the check found "
+                        f"{', '.join(found)}" + (f" (first: {first})" if first else "")
+                        + "; fix the data or set data.strict: false to have them reported")
+
+
+def _check_classes(bundle: DataBundle, minimum: int, strict: bool = False) -> None:
     report = bundle.report
     train = report.counts["train"]
     empty = [c for c, n in train.items() if n == 0]
+    if empty and not strict and len(train) - len(empty) >= 2:
+        bundle.drop_classes(empty, "no readable training images (every file was skipped)")
+        train = report.counts["train"]
+        empty = []
     if empty:
         raise UserError(
             f"data {bundle.source}: after skipping {len(report.skipped)} unreadable files, "

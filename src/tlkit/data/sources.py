@@ -76,7 +76,7 @@ def load_data(config: DataConfig | str, *, seed: int = 0) -> DataBundle:
         bundle = load_idx(rest, config, seed=seed)
     else:
         raise UnknownNameError("data source scheme", scheme, SCHEMES)
-    return finish_bundle(keep_classes(bundle, config))
+    return finish_bundle(keep_classes(bundle, config), strict=config.strict)
 
 
 def keep_classes(bundle: DataBundle, config: DataConfig) -> DataBundle:

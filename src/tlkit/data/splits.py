@@ -65,7 +65,7 @@ def carve(
     return split.subset(train), split.subset(val), split.subset(test)
 
 
-def finish_bundle(bundle: DataBundle) -> DataBundle:
+def finish_bundle(bundle: DataBundle, strict: bool = False) -> DataBundle:
     """Count, and refuse what cannot train: fewer than 2 classes or a class with no training image.
 
     Classes without val or test images are listed in ``bundle.report.missing``.
@@ -83,10 +83,12 @@ def finish_bundle(bundle: DataBundle) -> DataBundle:
     bundle.refresh_counts()
     empty = [c for c, n in bundle.report.counts["train"].items() if n == 0]
     if empty:
-        raise UserError(
-            f"data {bundle.source}: {len(empty)} classes have no training images: "
-            f"{', '.join(map(repr, empty[:10]))}. Add images for them, or remove them."
-        )
+        if strict or len(names) - len(empty) < 2:
+            raise UserError(
+                f"data {bundle.source}: {len(empty)} classes have no training images: "
+                f"{', '.join(map(repr, empty[:10]))}. Add images for them, or remove them."
+            )
+        bundle.drop_classes(empty, "no training images (an empty class folder?)")
     return bundle
 
 

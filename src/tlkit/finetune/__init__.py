@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlkit.errors import UserError
 from tlkit.evaluation.report import write_report
 from tlkit.finetune.context import RunContext, resolve_run_dir
 from tlkit.finetune.inputs import prepare_inputs
@@ -119,6 +120,18 @@ def finetune(
         recipe.output, run_name(recipe), recipe.train.strategy, seed=recipe.seed,
         overwrite=overwrite, resume=resume, log=log,
     )
+    try:
+        return _run(recipe, info, size, run, started, resume=resume, log=log, progress=progress)
+    except UserError:
+        if run.discard_if_unstarted():
+            log(f"run directory {run.run_dir} removed: the run stopped before it started")
+        raise
+    finally:
+        run.close()
+
+
+def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResult:
+    """The steps of :func:`finetune` once the run directory is held."""
     inputs = prepare_inputs(
         recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=run.run_dir,
         progress=progress and run.chief, preprocess=recipe.preprocess,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,42 @@ from tlkit.errors import UserError
 from tlkit.train.state import TrainState
 from tlkit.train.strategy import is_chief, resolve_strategy
 
+#: Held (``flock``) by the process running in a run directory; the kernel releases it when
+#: that process ends, however it ends, so a killed run never leaves it stuck.
+LOCK_FILE = ".tlkit.lock"
 #: What makes a folder a tlkit run directory.
-RUN_MARKERS = ("recipe.yaml", "state.json", "feature_cache")
+RUN_MARKERS = ("recipe.yaml", "state.json", "feature_cache", LOCK_FILE)
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``run_dir/.tlkit.lock`` (with the holder's pid)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(
+                f"{run_dir} is in use by another tlkit run (process {holder}); wait for it to "
+                "finish, or give this run another --output"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_not_busy(run_dir: Path) -> None:
+    """Raise :class:`UserError` when a live process holds ``run_dir``'s lock."""
+    if (Path(run_dir) / LOCK_FILE).exists():
+        RunLock(run_dir).release()
 
 
 @dataclass
@@ -35,6 +71,15 @@ class RunContext:
     strategy: Any
     chief: bool
     seed: int
+    lock: RunLock | None = field(default=None, repr=False)
+    #: This process made the directory (it did not exist): a failed start may remove it.
+    created: bool = False
+
+    def close(self) -> None:
+        """Release the run directory (the end of the run, or its failure)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @classmethod
     def open(
@@ -69,10 +114,21 @@ class RunContext:
                 run_base(output, name), resolved.cluster_resolver.task_id,
                 overwrite=overwrite, resume=resume,
             )
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
         log(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
         keras.utils.set_random_seed(seed)
-        return cls(run_dir, resuming, resolved, chief, seed)
+        return cls(run_dir, resuming, resolved, chief, seed, lock, created)
+
+    def discard_if_unstarted(self) -> bool:
+        """After a failed start: remove the directory this process made if no epoch finished
+        (no ``state.json``), so a mistake leaves no half-written run behind."""
+        if not self.created or (self.run_dir / "state.json").exists():
+            return False
+        self.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        return True
 
 
 def run_base(output, name: str) -> Path:
@@ -93,6 +149,8 @@ def resolve_run_dir(
     base = run_base(output, name)
     candidate, n = base, 1
     while True:
+        if candidate.exists():
+            check_not_busy(candidate)  # before anything here is resumed, cleared or replaced
         if not candidate.exists() or not any(candidate.iterdir()):
             return candidate, False
         if not any((candidate / m).exists() for m in RUN_MARKERS):
