@@ -47,8 +47,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf8"))
+    """Write ``text`` (UTF-8) to ``path`` atomically. A file name that is not valid UTF-8 (its
+    bytes decoded by Python as surrogates) is written with backslash escapes, never a crash."""
+    atomic_write_bytes(path, text.encode("utf8", errors="backslashreplace"))
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:

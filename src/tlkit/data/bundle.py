@@ -200,10 +200,11 @@ class DataReport:
         )
         _list(
             lines,
-            f"{len(self.duplicates)} images in train and in val/test (exact duplicates)",
+            f"{len(self.duplicates)} exact duplicates in train and val/test or in several classes",
             self.duplicates,
             limit,
-            lambda d: " = ".join(f"{i['path']} [{i['split']}]" for i in d["items"]),
+            lambda d: f"{d.get('kind', 'train and val/test')}: " + " = ".join(
+                f"{i['path']} [{i['split']}, {i.get('label', '?')}]" for i in d["items"]),
         )
         _list(
             lines,

@@ -151,11 +151,18 @@ def _apply(name, split: Split, bundle, results, digests, report) -> Split:
 
 
 def _cross_split_duplicates(digests: dict[str, list[dict]]) -> list[dict]:
+    """Byte-identical images in train and in val/test (a leak), or under several classes (a
+    label that contradicts itself)."""
     groups = []
     for sha1, items in sorted(digests.items()):
         splits = {i["split"] for i in items}
+        kinds = []
         if "train" in splits and splits & {"val", "test"}:
-            groups.append({"sha1": sha1, "items": items})
+            kinds.append("train and val/test")
+        if len({i.get("label") for i in items}) > 1:
+            kinds.append("several classes")
+        if kinds:
+            groups.append({"sha1": sha1, "kind": " and ".join(kinds), "items": items})
     return groups
 
 
@@ -164,7 +171,7 @@ def _refuse_findings(bundle: DataBundle) -> None:
     r = bundle.report
     found = [(len(r.skipped), "unreadable files skipped"), (len(r.converted), "files converted"),
              (len(r.dropped_classes), "classes dropped"),
-             (len(r.duplicates), "images in train and in val/test")]
+             (len(r.duplicates), "duplicate images across splits or classes")]
     found = [f"{n} {what}" for n, what in found if n]
     if found:
         first = (r.skipped or r.converted or [{}])[0].get("path", "")

@@ -15,6 +15,7 @@ about what decoding and resizing alone do (benchmarks/augment_throughput.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -201,7 +202,9 @@ def _keyed(split: Split) -> tf.data.Dataset:
     labels = tf.constant(split.labels, tf.int64)
     if split.in_memory:
         return tf.data.Dataset.from_tensor_slices((tf.range(len(split), dtype=tf.int64), labels))
-    return tf.data.Dataset.from_tensor_slices((tf.constant(split.paths, tf.string), labels))
+    # bytes, not str: a file name that is not valid UTF-8 (surrogates in Python) still opens
+    paths = tf.constant([os.fsencode(p) for p in split.paths], tf.string)
+    return tf.data.Dataset.from_tensor_slices((paths, labels))
 
 
 def _loader(split: Split, prepare):
