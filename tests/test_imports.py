@@ -21,6 +21,7 @@ RANKS = {
     "tlkit": 0,
     "tlkit.errors": 0,
     "tlkit.io": 0,
+    "tlkit.interrupts": 0,
     "tlkit.section": 0,
     "tlkit.layers": 0,
     "tlkit.imageops": 0,

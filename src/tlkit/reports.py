@@ -132,11 +132,23 @@ def per_class_report(matrix: np.ndarray, class_names: Sequence[str]) -> list[dic
     return out
 
 
+#: What a spreadsheet reads as the start of a formula (CSV injection, OWASP).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never as a formula: a leading ``'`` when it starts
+    like one (a class folder named ``=HYPERLINK(...)``). Quoting of commas, quotes and line
+    breaks is the csv module's."""
+    return f"'{text}" if text.startswith(FORMULA_START) else text
+
+
 def write_per_class_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """The per-class table, for people and spreadsheets: class names made formula-safe."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "class": spreadsheet_safe(str(row["class"]))} for row in rows)
     atomic_write_text(path, buf.getvalue())
 
 

@@ -10,27 +10,31 @@ import traceback
 
 import click
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, like Ctrl-C's KeyboardInterrupt (exit 143)."""
-
+from tlkit.interrupts import STOP, Terminated
 
 #: Set by commands whose work resumes when run again (finetune, pretrain).
 RESUMABLE = {"on": False}
 
 
 def resumable_signals() -> None:
-    """For a training command: SIGTERM stops it like Ctrl-C (the last checkpoint is kept; the
-    same command resumes), and the interrupt message says so."""
+    """For a training command: Ctrl-C (SIGINT) and SIGTERM stop it at the next step boundary
+    with a checkpoint there while it trains (:mod:`tlkit.interrupts`), at once otherwise (the
+    last checkpoint is kept); a second signal stops at once. Either way the message says that
+    the same command resumes. An ignored SIGINT (a background job of a non-interactive shell)
+    is handled too."""
     import signal
 
     def stop(signum, frame):
-        raise Terminated()
+        if STOP.request(signum):
+            name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+            click.echo(f"{name}: stopping after this step, with a checkpoint there "
+                       "(send it again to stop at once)", err=True)
+            return
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     RESUMABLE["on"] = True
     signal.signal(signal.SIGTERM, stop)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job of a plain shell
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, stop)
 
 
 def handle_errors(func):
@@ -53,9 +57,9 @@ def handle_errors(func):
             os._exit(0)
         except KeyboardInterrupt as exc:  # Ctrl-C (SIGINT), or SIGTERM in a training command
             terminated = isinstance(exc, Terminated)
-            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            what = str(exc) or ("terminated (SIGTERM)" if terminated else "interrupted")
             hint = ("; run the same command again to resume from the last checkpoint"
-                    if RESUMABLE["on"] else "")
+                    if RESUMABLE["on"] and "run the same command" not in what else "")
             click.echo(f"{what}{hint}", err=True)
             sys.exit(143 if terminated else 130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
@@ -63,6 +67,21 @@ def handle_errors(func):
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if os.environ.get("TLKIT_DEBUG") == "1":
                 traceback.print_exc()
+            from tlkit.io import out_of_space
+
+            if found := out_of_space(exc):  # a full disk is the machine's state, not a bug
+                why, advice = found
+                again = ("run the same command again to resume from the last checkpoint"
+                         if RESUMABLE["on"] else "run the command again")
+                where, detail = "", _first_line(exc)
+                if getattr(exc, "filename", None) and getattr(exc, "strerror", None):
+                    where, detail = f" {exc.filename}", f"[Errno {exc.errno}] {exc.strerror}"
+                click.echo(
+                    f"error: {why} while writing{where} ({type(exc).__name__}: {detail}); every file finished before is kept as it was (tlkit "
+                    f"writes files whole or not at all). {advice} and {again}.",
+                    err=True,
+                )
+                sys.exit(1)
             click.echo(
                 f"error: {type(exc).__name__}: {exc}\n(set TLKIT_DEBUG=1 for the traceback)",
                 err=True,
@@ -70,6 +89,11 @@ def handle_errors(func):
             sys.exit(1)
 
     return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
 
 
 #: Set to 1 to see TensorFlow's start-up logs (CUDA probing, CPU features, oneDNN).

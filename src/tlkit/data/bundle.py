@@ -109,6 +109,8 @@ class DataReport:
             training images: an empty class folder, or all of its files unreadable).
         missing: Per split, classes with no examples there.
         ignored: Files next to the images that are not images (``{path, reason}``).
+        unlisted: Folders that could not be read (``{path, reason}``: no permission, say); what
+            they hold is not in the run.
         warnings: Other things worth a look.
         notes: Facts about the load (caps, official splits used, where copies went).
     """
@@ -128,6 +130,7 @@ class DataReport:
     dropped_classes: list[dict[str, Any]] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
     ignored: list[dict[str, Any]] = field(default_factory=list)
+    unlisted: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -154,6 +157,7 @@ class DataReport:
             "dropped_classes": list(self.dropped_classes),
             "missing": {s: list(c) for s, c in self.missing.items()},
             "ignored": list(self.ignored),
+            "unlisted": list(self.unlisted),
             "warnings": list(self.warnings),
             "notes": list(self.notes),
         }
@@ -230,6 +234,13 @@ class DataReport:
             lines,
             f"ignored {len(self.ignored)} non-image files",
             self.ignored,
+            limit,
+            lambda d: f"{d['path']}: {d['reason']}",
+        )
+        _list(
+            lines,
+            f"could not read {len(self.unlisted)} folders (their files are not in the run)",
+            self.unlisted,
             limit,
             lambda d: f"{d['path']}: {d['reason']}",
         )

@@ -171,10 +171,11 @@ def _refuse_findings(bundle: DataBundle) -> None:
     r = bundle.report
     found = [(len(r.skipped), "unreadable files skipped"), (len(r.converted), "files converted"),
              (len(r.dropped_classes), "classes dropped"),
-             (len(r.duplicates), "duplicate images across splits or classes")]
+             (len(r.duplicates), "duplicate images across splits or classes"),
+             (len(r.unlisted), "folders that could not be read")]
     found = [f"{n} {what}" for n, what in found if n]
     if found:
-        first = (r.skipped or r.converted or [{}])[0].get("path", "")
+        first = (r.skipped or r.converted or r.unlisted or [{}])[0].get("path", "")
         raise UserError(f"data {bundle.source}: data.strict is on and the check found "
                         f"{', '.join(found)}" + (f" (first: {first})" if first else "")
                         + "; fix the data or set data.strict: false to have them reported")

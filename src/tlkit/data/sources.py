@@ -213,7 +213,12 @@ def _scan_classes(root: Path, report: DataReport) -> tuple[dict[str, list[str]],
     classes: dict[str, list[str]] = {}
     for d in _visible_dirs(root):
         files = []
-        for dirpath, dirnames, filenames in os.walk(d):
+
+        def unreadable(error: OSError) -> None:
+            report.unlisted.append({"path": error.filename,
+                                    "reason": f"cannot list folder ({error.strerror})"})
+
+        for dirpath, dirnames, filenames in os.walk(d, onerror=unreadable):
             dirnames[:] = [n for n in dirnames if not n.startswith(".") and n not in _SKIP_DIRS]
             for name in filenames:
                 path = os.path.join(dirpath, name)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.io import atomic_write_json
+from tlkit.io import atomic_path, atomic_write_json
 from tlkit.models.heads import CALIBRATION_LAYERS
 
 CALIBRATION_FILE = "calibration.json"
@@ -141,8 +141,6 @@ def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]
     """Fit ``T`` on ``scored["val"]`` (probabilities, labels), append it to ``model`` and save
     that as ``run_dir/model.keras`` (atomically), with ``calibration.json`` and
     ``reliability.png``. Returns the record, or None without a validation split."""
-    import os
-
     if "val" not in scored or not len(scored["val"][1]):
         return None
     probs, labels = scored["val"]
@@ -150,11 +148,11 @@ def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]
     record: dict[str, Any] = {"temperature": temperature, "fitted_on": "val"}
     for name, (p, y) in scored.items():
         record[name] = summary(p, y, temperature)
-    tmp = Path(run_dir) / ".model.calibrated.keras"
-    with_temperature(model, temperature).save(tmp)
-    os.replace(tmp, Path(run_dir) / "model.keras")
+    # model.keras last: until it holds T, a rerun of the run calibrates again
     atomic_write_json(Path(run_dir) / CALIBRATION_FILE, record)
     plot_reliability(Path(run_dir) / "reliability.png", record["val"], temperature)
+    with atomic_path(Path(run_dir) / "model.keras") as tmp:
+        with_temperature(model, temperature).save(tmp)
     val = record["val"]
     log(f"calibration: temperature {temperature:.3f} fitted on {val['count']} val images; "
         f"ECE {100 * val['ece_before']:.2f}% -> {100 * val['ece_after']:.2f}%, "

@@ -213,6 +213,8 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
     except Exception as exc:  # noqa: BLE001 - the run is done and saved; the page is extra
         log(f"report: not written ({type(exc).__name__}: {exc}); `tlkit report "
             f"{run.run_dir}` retries")
+    state.reported = True  # the run is complete: the same command no longer resumes it
+    state.save(run.run_dir)
     return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=route_choice.use)
 
 

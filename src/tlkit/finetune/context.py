@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from tlkit.errors import UserError
+from tlkit.io import remove_stale_temporaries
 from tlkit.train.state import TrainState
 from tlkit.train.strategy import is_chief, resolve_strategy
 
@@ -117,6 +118,7 @@ class RunContext:
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir)
+        remove_stale_temporaries(run_dir)  # half-written files of a killed process
         log(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
         keras.utils.set_random_seed(seed)
         return cls(run_dir, resuming, resolved, chief, seed, lock, created)
@@ -161,8 +163,8 @@ def resolve_run_dir(
             shutil.rmtree(candidate)
             return candidate, False
         state = TrainState.load(candidate)
-        if state is not None and not state.finished and resume:
-            return candidate, True
+        if state is not None and not state.complete and resume:
+            return candidate, True  # training, or the reports after it, did not finish
         if state is None and resume:
             # Crashed before the first epoch finished: start again in the same place, keeping
             # any cached features (keyed by content, they are reused when still valid).

@@ -7,15 +7,18 @@ moment leaves either the old or the new state, both complete.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlkit.io import atomic_path, atomic_write_json
+from tlkit.io import TEMPORARY_PREFIX, atomic_write_json, named
 
 STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"
@@ -38,6 +41,12 @@ class TrainState:
     finished: bool = False
     stopped_early: bool = False
     recipe_digest: str | None = None
+    reported: bool = False  # the run's reports were written after training finished
+
+    @property
+    def complete(self) -> bool:
+        """Training finished and the reports after it were written: nothing left to resume."""
+        return self.finished and self.reported
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainState | None:
@@ -45,6 +54,7 @@ class TrainState:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
+        data.setdefault("reported", bool(data.get("finished")))  # runs from before the field
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def save(self, run_dir: Path) -> None:
@@ -52,18 +62,58 @@ class TrainState:
 
 
 def save_checkpoint(run_dir: Path, name: str, model, optimizer) -> str:
-    """Write model weights and optimizer variables into ``checkpoints/<name>/``."""
-    folder = Path(run_dir) / CHECKPOINTS / name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    with atomic_path(folder / "model.weights.h5") as tmp:
-        model.save_weights(tmp)
-    values = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-    with atomic_path(folder / "optimizer.npz") as tmp:
-        with open(tmp, "wb") as fh:
+    """Write model weights and optimizer variables into ``checkpoints/<name>/``.
+
+    The folder is written under a temporary name and renamed when both files are complete, so a
+    failed write (a full disk, a kill) never leaves a half checkpoint under a real name; what
+    failed is removed at once, or by the next run (:func:`tlkit.io.remove_stale_temporaries`).
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, suffix=f"-{name}", dir=root))
+    try:
+        _save_weights(model, tmp / "model.weights.h5")
+        values = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
+        with open(tmp / "optimizer.npz", "wb") as fh:
             np.savez(fh, **values)
+            fh.flush()
+            os.fsync(fh.fileno())
+        folder = root / name
+        if folder.exists():  # a folder of this name that state.json never pointed at
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        raise named(exc, root / name) from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return name
+
+
+def _save_weights(model, path: Path) -> None:
+    """``model.save_weights(path)``, but with the HDF5 file built in memory and written to disk
+    by plain Python I/O.
+
+    When h5py writes straight to a file and a write fails (a full disk, a file-size limit), HDF5
+    keeps the half-closed file, prints tracebacks from its finalisers and crashes the interpreter
+    at exit (measured with h5py 3.x: exit 139 after EFBIG), so the user would see a segfault
+    instead of the error. Keras builds its ``.keras`` archives' weights in memory the same way;
+    the two calls used here are Keras' own (``saving_lib``), with the public call as fallback.
+    """
+    try:
+        from keras.src.saving.saving_lib import H5IOStore, _save_state
+    except ImportError:  # another Keras: the public call (right, but for the crash above)
+        model.save_weights(path)
+        return
+    buffer = io.BytesIO()
+    store = H5IOStore(buffer, mode="w")
+    _save_state(model, weights_store=store, assets_store=None, inner_path="",
+                visited_saveables=set())
+    store.close()
+    with open(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def restore_checkpoint(run_dir: Path, name: str, model, optimizer) -> None:

@@ -13,6 +13,7 @@ directory continues from the last checkpoint, at the step where it was taken.
 
 from __future__ import annotations
 
+import contextlib
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tlkit.errors import TlkitError, UserError
 from tlkit.freeze.lr import apply_lr_multipliers
+from tlkit.interrupts import STOP
 from tlkit.io import atomic_path
 from tlkit.models.heads import inference_model as main_output_model
 from tlkit.train.custom_loop import CustomLoop
@@ -34,6 +35,7 @@ from tlkit.train.optim import build_optimizer
 from tlkit.train.plan import Stage, TrainPlan
 from tlkit.train.state import TrainState, prune_checkpoints, restore_checkpoint, save_checkpoint
 from tlkit.train.strategy import describe_strategy
+from tlkit.train.workers import ChiefAgreement
 
 BEST_MODEL = "model.keras"
 
@@ -107,6 +109,9 @@ class Trainer:
         self.stage_index, self.stage = 0, plan.stages[0]
         self.steps_done = 0  # steps of the current epoch, a resumed epoch's skipped ones included
         self.stop_training = False
+        # multi-worker resume: some worker's checkpoint differed from the chief's, so the chief
+        # sends its variables to all after restoring (adopted: this worker is one of those)
+        self.weights_from_chief = self.adopted = False
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -118,11 +123,21 @@ class Trainer:
         """Train every stage; continue from ``state.json`` when ``resume`` and it exists."""
         state = self.state = self._initial_state(resume)
         if state.finished:
-            self.log(f"{self.run_dir}: this run already finished ({state.epoch} epochs)")
+            self.log(f"{self.run_dir}: training already finished ({state.epoch} epochs)")
             return state
         self.log(describe_strategy(self.strategy, self.plan.batch_size))
         self._call("on_train_begin")
-        restored = False
+        # Ctrl-C / SIGTERM stop at a step boundary with a checkpoint there. Not for one worker
+        # of several: it would stop alone, and the others wait for it in a collective.
+        with STOP.armed_while() if not self.used_custom_loop else contextlib.nullcontext():
+            self._run_stages(state)
+        state.finished = True
+        state.save(self.run_dir)
+        self._call("on_train_end")
+        return state
+
+    def _run_stages(self, state: TrainState) -> None:
+        restored = not state.checkpoint  # a fresh run has its weights in memory already
         for index in range(state.stage, len(self.stages)):
             self._prepare_stage(index, self.stages[index])
             if state.checkpoint and not restored:
@@ -136,10 +151,6 @@ class Trainer:
             state.stage, state.stage_epoch, state.plateau = index + 1, 0, {}
             if self.stop_training:
                 break
-        state.finished = True
-        state.save(self.run_dir)
-        self._call("on_train_end")
-        return state
 
     def commit(self, name: str, when: str, check: bool = True) -> None:
         """Checkpoint model and optimizer, then point ``state.json`` at it (the commit point)."""
@@ -199,51 +210,10 @@ class Trainer:
         return state
 
     def _agree_with_chief(self, state: TrainState | None, problem: Exception | None):
-        """Multi-worker: every worker must start from the chief's checkpoint, or all stop.
-
-        A worker whose own progress differs from the chief's drops it when the chief starts
-        afresh; otherwise every worker raises, so none waits forever in a collective.
-        """
-
-        def progress(s):
-            if s is None:
-                return np.zeros(3, np.float32)
-            return np.array([s.epoch, s.step_in_epoch, float(s.finished)], np.float32)
-
-        try:
-            local_replicas = max(1, len(self.strategy.extended.worker_devices))
-        except RuntimeError:  # the default strategy has one replica and no device list
-            local_replicas = 1
-
-        @tf.function
-        def total(values):
-            per_replica = self.strategy.run(lambda: tf.identity(values / local_replicas))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-        mine = progress(state)
-        chief = np.rint(total(tf.constant(mine if self.chief else np.zeros(3, np.float32))).numpy())
-        if not np.array_equal(chief, mine):
-            if not chief.any():
-                if state is not None:
-                    self.log(
-                        f"{self.run_dir}: the chief starts afresh; this worker's earlier "
-                        "progress is dropped"
-                    )
-                state, problem = None, None
-            elif problem is None:
-                problem = TlkitError(
-                    f"this worker's checkpoint in {self.run_dir} (epoch {int(mine[0])}, step "
-                    f"{int(mine[1])}) differs from the chief's (epoch {int(chief[0])}, step "
-                    f"{int(chief[1])}); start again on every worker with --overwrite"
-                )
-        failed = float(total(tf.constant([float(problem is not None), 0.0, 0.0]))[0].numpy())
-        if problem is not None:
-            raise problem
-        if failed > 0:
-            raise TlkitError(
-                "another worker cannot resume from the chief's checkpoint (see its "
-                "log); stopping every worker"
-            )
+        """Multi-worker: every worker starts from the chief's progress (:mod:`.workers`)."""
+        self.workers = ChiefAgreement(self.strategy, self.chief, self.run_dir, self.log)
+        state = self.workers.agree(state, problem)
+        self.weights_from_chief, self.adopted = self.workers.send_weights, self.workers.adopted
         return state
 
     # ----------------------------------------------------------------- stages
@@ -293,12 +263,18 @@ class Trainer:
         return self.model.optimizer
 
     def _restore(self, state: TrainState, with_optimizer: bool) -> None:
-        if with_optimizer:
+        if self.adopted:  # multi-worker: this worker has not got the chief's checkpoint
+            pass
+        elif with_optimizer:
             restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
-        else:
-            self.model.load_weights(
-                self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
-            )
+        else:  # a new stage: its optimizer starts afresh, the file's one is not wanted
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
+                self.model.load_weights(
+                    self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
+                )
+        if self.weights_from_chief:
+            self.workers.send_variables(self.model, with_optimizer)
 
     # ----------------------------------------------------------------- epochs
 
@@ -333,7 +309,27 @@ class Trainer:
         row = {"epoch": state.epoch, "stage": self.stage_index + 1, **logs}
         state.history.append(row)
         self._call("on_epoch_end", state.epoch - 1, row)
+        if STOP.requested:
+            self.stop_now()
         return row
+
+    def stop_now(self) -> None:
+        """After Ctrl-C or SIGTERM: checkpoint where the run is (mid-epoch: at this step) and
+        raise the interrupt; the same command resumes from here."""
+        state, done = self.state, self.steps_done
+        if 0 < done < self.plan.steps_per_epoch:
+            epoch = state.epoch + 1
+            state.step_in_epoch = done
+            self.commit(f"epoch-{epoch:04d}-step-{done:06d}", f"at step {done} of epoch {epoch}")
+            where = f"at step {done} of epoch {epoch}"
+        elif state.checkpoint is None:  # not one step yet: nothing to lose
+            where = f"before the first step of epoch {state.epoch + 1}"
+        else:  # the epoch-end checkpoint was just committed
+            where = f"after epoch {state.epoch}"
+        raise STOP.exception(
+            f"{where} (checkpoint {state.checkpoint or 'none yet'}); run the same command "
+            "again to resume from there"
+        )
 
     def _fit_epoch(self, train_ds, relay: keras.callbacks.Callback) -> dict[str, float]:
         warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
@@ -370,6 +366,8 @@ class _StepRelay(keras.callbacks.Callback):
         self.ran += 1
         self.trainer.steps_done += 1
         self.trainer._call("on_train_batch_end", batch, logs)
+        if STOP.requested and self.trainer.steps_done < self.trainer.plan.steps_per_epoch:
+            self.trainer.stop_now()  # (after the epoch's last step: at its end, in _run_epoch)
 
 
 def _repeat_labels(dataset, outputs: int):

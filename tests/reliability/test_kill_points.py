@@ -1,0 +1,152 @@
+"""``kill -9`` at twelve points of a real run (two of them again under mixed precision), then the same command again: every rerun finishes
+with exactly the planned epochs and the same files as a run that was never killed.
+
+Each point is a real SIGKILL of a real ``tlkit finetune`` process (see ``crash_at.py`` for how it
+is timed). Three kinds of run: images in two stages (frozen head, then everything, checkpoints
+every 2 steps), the same under mixed_float16, and a frozen backbone trained on cached features.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_image_folder
+
+HERE = Path(__file__).parent
+EPOCHS = 4  # two stages of 2
+
+IMAGES = """\
+seed: 3
+model: {backbone: lenet5, image_size: 32}
+weights: {source: ../backbone.keras}
+data: {source: ../data}
+freeze:
+  stages:
+    - {policy: all, epochs: 2, lr: 0.01}
+    - {policy: none, epochs: 2, lr: 0.001}
+augment: {preset: none}
+train: {batch_size: 8, verbose: 0, checkpoint_every_steps: 2, feature_cache: "off"}
+"""
+FEATURES = """\
+seed: 3
+model: {backbone: lenet5, image_size: 32}
+weights: {source: ../backbone.keras}
+data: {source: ../data}
+freeze: {policy: all}
+augment: {preset: none}
+train: {batch_size: 8, verbose: 0, epochs: 4, feature_cache: "auto"}
+"""
+MIXED = IMAGES.replace("feature_cache: \"off\"}",
+                       "feature_cache: \"off\", precision: mixed_float16}")
+assert MIXED != IMAGES
+#: case -> the run it is tried on (a case is a point of crash_at.py, or "point@kind")
+POINTS = {
+    "data-scan": IMAGES,
+    "doctor-cache-saved": IMAGES,
+    "weights-loaded": IMAGES,
+    "mid-epoch": IMAGES,
+    "checkpoint-weights-written": IMAGES,
+    "checkpoint-before-state": IMAGES,
+    "checkpoint-before-prune": IMAGES,
+    "best-model-before-rename": IMAGES,
+    "stage-2-compiled": IMAGES,
+    "calibration": IMAGES,
+    "report": IMAGES,
+    "feature-caching": FEATURES,
+    # mixed precision: the loss scale and float32 master weights go through the checkpoint too
+    "mid-epoch@mixed_float16": MIXED,
+    "checkpoint-before-state@mixed_float16": MIXED,
+}
+
+
+def _env():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", TLKIT_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run(folder: Path, recipe: str, point: str | None) -> subprocess.CompletedProcess:
+    (folder / "recipe.yaml").write_text(recipe)
+    args = ["finetune", "--recipe", "recipe.yaml", "--output", "run"]
+    prefix = [sys.executable, str(HERE / "crash_at.py"), point.split("@")[0], "--"] if point else [
+        sys.executable, "-m", "tlkit.cli.main"]
+    return subprocess.run([*prefix, *args], cwd=folder, env=_env(), capture_output=True,
+                          text=True, timeout=600)
+
+
+def _files(run: Path) -> set[str]:
+    """Every file of a run, TensorBoard's event files (named by time and process) aside."""
+    return {str(p.relative_to(run)) for p in run.rglob("*")
+            if p.is_file() and "tensorboard" not in p.relative_to(run).parts}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every point killed and rerun, two at a time; and one never-killed run of each kind."""
+    import keras
+
+    from tlkit.models.heads import build_transfer_model
+    from tlkit.models.registry import get_model_info
+
+    root = tmp_path_factory.mktemp("kills")
+    make_image_folder(root / "data", classes=3, per_class=16)
+    keras.utils.set_random_seed(3)  # a frozen backbone needs weights: seeded, saved like a real one
+    build_transfer_model(get_model_info("lenet5"), 3, image_size=32).save(root / "backbone.keras")
+
+    def reference(name, recipe):
+        folder = root / name
+        folder.mkdir()
+        done = _run(folder, recipe, None)
+        return folder / "run", done
+
+    def killed(point):
+        folder = root / point.replace("@", "-")
+        folder.mkdir()
+        first = _run(folder, POINTS[point], point)
+        again = _run(folder, POINTS[point], None)
+        return folder / "run", first, again
+
+    with ThreadPoolExecutor(2) as pool:
+        refs = {text: pool.submit(reference, f"never-killed-{i}", text)
+                for i, text in enumerate((IMAGES, FEATURES, MIXED))}
+        kills = {point: pool.submit(killed, point) for point in POINTS}
+        return {"reference": {k: f.result() for k, f in refs.items()},
+                "killed": {k: f.result() for k, f in kills.items()}}
+
+
+def _history(run: Path) -> list[int]:
+    return [row["epoch"] for row in json.loads((run / "metrics.json").read_text())["history"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(POINTS))
+def test_kill_9_then_the_same_command_finishes_like_a_run_never_killed(runs, point):
+    run, first, again = runs["killed"][point]
+    reference, done = runs["reference"][POINTS[point]]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert first.returncode == -signal.SIGKILL, (
+        f"the process was not killed at {point}:\n{first.stderr[-3000:]}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    state = json.loads((run / "state.json").read_text())
+    expected = json.loads((reference / "state.json").read_text())
+    assert state["finished"] and state["reported"]
+    assert state["epoch"] == expected["epoch"]
+    assert _history(run) == _history(reference)
+    assert _files(run) == _files(reference)
+    assert not list(run.rglob(".tmp-*"))  # nothing half-written left behind
+    import keras
+
+    import tlkit  # noqa: F401 - registers tlkit's layers
+
+    model = keras.models.load_model(run / "model.keras")
+    assert model.get_layer("calibrated") is not None  # the reports' last step reached the model
