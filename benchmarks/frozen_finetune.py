@@ -1,57 +1,66 @@
-"""Frozen-backbone fine-tune: tlkit (cached features) vs the Keras transfer-learning guide.
+"""The frozen path against its floor: tlkit's whole frozen fine-tune vs one forward pass.
 
-One run, one machine, the same images and the same backbone weights:
+Whole processes, one run, one machine, the same PNG folder and the same backbone weights:
 
-* the Keras guide's recipe (https://keras.io/guides/transfer_learning/): a keras.applications
-  ``VGG16(include_top=False)`` base with ``base.trainable = False``, ``inputs ->
-  preprocess_input -> base(x, training=False) -> GlobalAveragePooling2D -> Dropout(0.2) ->
-  Dense(softmax)``, compiled with Adam and fitted for E epochs with validation, every step
-  running the whole VGG16 forward pass;
-* ``tlkit.finetune`` on the same images (a ``train/`` and ``val/`` folder of PNGs), freeze
-  policy ``all``, no augmentation, the same head, optimizer, batch size and epochs: the fast
-  path computes the backbone's features once and trains the head on them. Timed end to end:
-  reading and checking the images, building, loading weights, features, training,
-  checkpoints, the saved full model and the reports.
+* **floor**: a process that imports Keras, reads the same images (PIL), builds the
+  keras.applications backbone (``include_top=False``), loads the weights and runs one
+  ``predict`` over every image with the same batch size: the least any frozen fine-tune must
+  do. Start-up included.
+* **tlkit**: ``tlkit finetune --freeze all`` for ``--epochs`` epochs, no augmentation (the fast
+  path: features computed once, the head fitted on them), everything included: the data scan,
+  building, weights, features, head, checkpoints, ``model.keras``, the reports and plots.
+* **Keras guide**: the recipe of https://keras.io/guides/transfer_learning/ as a process:
+  ``base.trainable = False``, ``preprocess_input -> base(training=False) -> pooling ->
+  Dropout(0.2) -> Dense(softmax)``, Adam, ``fit`` for the same epochs with validation (every
+  step runs the whole backbone forward).
 
-Both start from the same VGG16 weights: a seeded random initialisation of keras.applications'
-VGG16 (``weights=None``; this machine cannot download the ImageNet file), written in the
-official ``.h5`` layout that tlkit loads by name. Data: 256 synthetic 96x96 images of 10
-classes (a hue each, heavy pixel noise; 200 train / 56 val, stratified). Both heads train with
-Adam at 0.01 (``--lr``): at the guide's default 0.001 a random VGG16's small, all-positive
-features need far more than 10 epochs.
+Each is divided by the floor. The weights are a seeded random keras.applications
+initialisation (``weights=None``; nothing can be downloaded here) written in the official
+``.h5`` layout that tlkit loads by name. Data: synthetic 10-class images (a hue each, heavy
+pixel noise), stratified 80/20 into train/ and val/.
+
+Then the freeze search's price: ``tlkit finetune --freeze auto`` (the search, then the run of
+its choice) against one run of the policy it chose, same data and weights (VGG16 at 32 px by
+default: the search trains a backbone per candidate, which at 96 px would take most of an hour
+on 2 cores).
 
 Results go to benchmarks/results/frozen_finetune.json (``--json PATH``, ``--no-save``);
-``--quick`` is a smoke test (40 images at 32x32, 1 epoch, 2 noise seeds).
+``--quick`` is a smoke test (LeNet-free: VGG16 at 32 px, 40 images, 1 epoch, no search).
 
-    python benchmarks/frozen_finetune.py [--epochs 10] [--images 256] [--size 96]
-        [--batch-size 32] [--lr 0.01] [--noise-seeds 20] [--quick] [--json PATH] [--no-save]
+    python benchmarks/frozen_finetune.py [--configs vgg16:96,resnet50:64] [--epochs 10]
+        [--images 256] [--batch-size 32] [--lr 0.01] [--search vgg16:32] [--quick]
+        [--json PATH] [--no-save]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness, however this is run
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # harness, however this is run
 
 import harness  # noqa: E402
 import numpy as np  # noqa: E402
 
 NAME = "frozen_finetune"
-QUICK = {"epochs": 1, "images": 40, "size": 32, "batch_size": 16, "noise_seeds": 2}
+QUICK = {"epochs": 1, "images": 40, "configs": "vgg16:32", "batch_size": 16, "search": ""}
+APPLICATIONS = {  # tlkit id: (keras.applications class, module, official no-top file)
+    "vgg16": ("VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": ("ResNet50", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+}
 
 
 def synthetic(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images of 10 classes: each class a hue, every pixel with heavy noise (std 90).
-
-    A random VGG16's features separate them (its ImageNet weights cannot be downloaded here),
-    so the two recipes' accuracies say something; uint8 ``(n, size, size, 3)`` and labels.
-    """
+    """``n`` images of 10 classes: each class a hue, every pixel with heavy noise (std 90)."""
     import colorsys
 
     rng = np.random.default_rng(seed)
@@ -84,230 +93,231 @@ def write_folder(root: Path, images, labels, train, val) -> Path:
     return root
 
 
-def vgg16_weights(path: Path, size: int, seed: int) -> Path:
-    """A seeded keras.applications VGG16 (no top) saved in the official ``.h5`` layout."""
+def official_weights(folder: Path, model: str, size: int, seed: int) -> Path:
+    """A seeded keras.applications backbone (no top) saved in the official ``.h5`` layout."""
     import h5py
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
+    cls, _, filename = APPLICATIONS[model]
     keras.utils.set_random_seed(seed)
-    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+    base = getattr(keras.applications, cls)(
+        weights=None, include_top=False, input_shape=(size, size, 3)
+    )
+    path = folder / filename
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, base)
     return path
 
 
-def keras_guide(weights: Path, x_train, y_train, x_val, y_val, *, size, epochs, batch, seed, lr):
-    """The guide's recipe; returns (timer, history, validation features)."""
+# --- the child processes ------------------------------------------------------------------------
+
+
+def _read_folder(data: Path):
+    """Every PNG of ``data/{train,val}/<class>/``: uint8 images, labels, and which are train."""
+    from PIL import Image
+
+    paths = sorted(data.glob("*/*/*.png"))
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    classes = sorted({p.parent.name for p in paths})
+    labels = np.array([classes.index(p.parent.name) for p in paths])
+    return images, labels, np.array([p.parts[-3] == "train" for p in paths])
+
+
+def _backbone(model: str, size: int, weights: str):
+    import keras
+
+    cls, module, _ = APPLICATIONS[model]
+    base = getattr(keras.applications, cls)(
+        weights=None, include_top=False, input_shape=(size, size, 3)
+    )
+    base.load_weights(weights)
+    return base, getattr(keras.applications, module).preprocess_input
+
+
+def child_floor(model: str, size: int, weights: str, data: Path, batch: int) -> None:
+    """One forward pass of the backbone over every image: the floor."""
+    images, _, _ = _read_folder(data)
+    base, preprocess = _backbone(model, size, weights)
+    base.predict(preprocess(images.astype(np.float32)), batch_size=batch, verbose=0)
+
+
+def child_guide(model, size, weights, data: Path, batch, epochs, lr, seed) -> None:
+    """The Keras guide's recipe, fitted for ``epochs``; prints its last val accuracy."""
     import keras
     import tensorflow as tf
 
-    with harness.Timer() as timer:
-        keras.utils.set_random_seed(seed)
-        base = keras.applications.VGG16(
-            weights=None, include_top=False, input_shape=(size, size, 3)
-        )
-        base.load_weights(weights)
-        base.trainable = False
-        inputs = keras.Input((size, size, 3))
-        x = keras.applications.vgg16.preprocess_input(inputs)
-        x = base(x, training=False)
-        pooled = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dropout(0.2)(pooled)
-        outputs = keras.layers.Dense(10, activation="softmax")(x)
-        model = keras.Model(inputs, outputs)
-        model.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=keras.losses.CategoricalCrossentropy(),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
-
-        def dataset(x, y, shuffle):
-            ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), tf.one_hot(y, 10)))
-            if shuffle:
-                ds = ds.shuffle(len(x), seed=seed)
-            return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-
-        history = model.fit(
-            dataset(x_train, y_train, True),
-            epochs=epochs,
-            validation_data=dataset(x_val, y_val, False),
-            verbose=0,
-        )
-    features = keras.Model(inputs, pooled).predict(x_val.astype(np.float32), verbose=0)
-    return timer, history.history, features
-
-
-def head_noise(folder: Path, *, epochs: int, batch: int, lr: float, seeds: int = 20) -> list[float]:
-    """Final val accuracy of the same head trained on the same cached features, ``seeds`` times."""
-    import keras
-
-    train, val = np.load(folder / "train.npy"), np.load(folder / "val.npy")
-    y_train, y_val = np.load(folder / "train_labels.npy"), np.load(folder / "val_labels.npy")
-    finals = []
-    for seed in range(seeds):
-        keras.utils.set_random_seed(seed)
-        head = keras.Sequential(
-            [
-                keras.Input(train.shape[1:]),
-                keras.layers.Dropout(0.2),
-                keras.layers.Dense(10, activation="softmax"),
-            ]
-        )
-        head.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        history = head.fit(
-            train, y_train, batch_size=batch, epochs=epochs, validation_data=(val, y_val), verbose=0
-        )
-        finals.append(round(history.history["val_accuracy"][-1], 4))
-    return finals
-
-
-def tlkit_val_order(run_dir: Path) -> list[int]:
-    """Image indices of the run's validation split, in its order (from splits.csv)."""
-    rows = [line.split(",") for line in (run_dir / "splits.csv").read_text().splitlines()[1:]]
-    return [int(Path(r[0]).stem) for r in rows if r[2] == "val"]
-
-
-def tlkit_run(weights: Path, data: Path, out: Path, *, size, epochs, batch, seed, lr):
-    """``tlkit.finetune`` end to end; returns (timer, metrics, log lines)."""
-    from tlkit.finetune import finetune
-    from tlkit.recipes.schema import Recipe
-
-    recipe = Recipe.model_validate(
-        {
-            "name": "frozen-benchmark",
-            "seed": seed,
-            "model": {"backbone": "vgg16", "image_size": size},
-            "weights": {"source": str(weights)},
-            "data": {"source": str(data)},
-            "freeze": {"policy": "all"},
-            "augment": {"preset": "none"},
-            "train": {
-                "epochs": epochs,
-                "batch_size": batch,
-                "verbose": 0,
-                "optimizer": {"name": "adam", "lr": lr},
-            },
-            "output": {"dir": str(out)},
-        }
+    keras.utils.set_random_seed(seed)
+    images, labels, train = _read_folder(data)
+    base, preprocess = _backbone(model, size, weights)
+    base.trainable = False
+    inputs = keras.Input((size, size, 3))
+    x = base(preprocess(inputs), training=False)
+    x = keras.layers.Dropout(0.2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
-    lines: list[str] = []
-    with harness.Timer() as timer:
-        result = finetune(recipe, progress=False, log=lines.append)
-    return timer, result.metrics, lines
+
+    def dataset(mask, shuffle):
+        ds = tf.data.Dataset.from_tensor_slices((images[mask].astype(np.float32), labels[mask]))
+        return (ds.shuffle(int(mask.sum()), seed=seed) if shuffle else ds).batch(batch)
+
+    history = model.fit(
+        dataset(train, True), epochs=epochs, validation_data=dataset(~train, False), verbose=0
+    )
+    print(json.dumps({"val_accuracy": history.history["val_accuracy"][-1]}))
 
 
-def tlkit_outputs(run_dir: Path, metrics: dict, lines: list[str]) -> dict:
-    """What this benchmark reads from a tlkit run: its metrics, log and run-directory files."""
-    feature_line = next(line for line in lines if line.startswith("feature cache:"))
-    return {
-        "fast_path": metrics["fast_path"],
-        "cache": run_dir / "feature_cache" / metrics["feature_cache"],  # train.npy, val.npy...
-        "val_order": tlkit_val_order(run_dir),
-        "features_seconds": float(re.search(r"once in ([0-9.]+)s", feature_line).group(1)),
-        "val_accuracy": [h["val_accuracy"] for h in metrics["history"]],
-        "model_keras_val_top1": metrics["val"]["top1"],
-    }
+# --- the parent ---------------------------------------------------------------------------------
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def timed(command: list[str], env=None) -> tuple[float, list[tuple[float, str]]]:
+    """Run ``command``; its wall seconds and each output line with the second it arrived."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = [(time.perf_counter() - start, line.rstrip()) for line in proc.stdout]
+    if proc.wait():
+        tail = "\n".join(line for _, line in lines[-15:])
+        raise RuntimeError(f"{command[:4]}... exited {proc.returncode}:\n{tail}")
+    return time.perf_counter() - start, lines
 
 
-def report(args, sizes, guide, guide_accuracy, tl, out, features, noise):
-    """The results table, the speed-ups, and notes on where tlkit's time goes and on accuracy."""
+def child(kind: str, *args) -> list[str]:
+    return [sys.executable, os.path.join(HERE, f"{NAME}.py"), "--child", kind, *map(str, args)]
+
+
+def tlkit_command(model, size, weights, data, out, args, freeze="all") -> list[str]:
+    return [
+        shutil.which("tlkit") or "tlkit", "finetune", "--backbone", model, "--image-size", str(size),
+        "--weights", str(weights), "--data", str(data), "--freeze", freeze,
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        "--seed", str(args.seed), "--output", str(out), "--set", "augment.preset=none",
+        "--set", "train.optimizer.name=adam",
+    ]  # fmt: skip
+
+
+def phases(lines: list[tuple[float, str]], total: float, top: int = 4) -> str:
+    """The longest gaps between tlkit's printed lines: where its time went."""
+    marks = [(0.0, "start (imports)"), *lines]
+    gaps = [(b[0] - a[0], a[1]) for a, b in zip(marks, [*marks[1:], (total, "end")], strict=True)]
+    gaps.sort(reverse=True)
+    return "; ".join(f"{g:.1f} s after '{text[:60]}'" for g, text in gaps[:top])
+
+
+def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, list]:
+    """Floor, tlkit and the guide for one backbone and size."""
+    folder = root / f"{model}-{size}"
+    folder.mkdir()
+    images, labels = synthetic(args.images, size, args.seed)
+    train, val = split(labels, seed=args.seed)
+    data = write_folder(folder / "images", images, labels, train, val)
+    weights = official_weights(folder, model, size, args.seed)
+    floor, _ = timed(child("floor", model, size, weights, data, args.batch_size))
+    print(f"# {model} {size}px floor {floor:.1f} s", flush=True)
+    tl, lines = timed(tlkit_command(model, size, weights, data, folder / "run", args))
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())
+    print(f"# {model} {size}px tlkit {tl:.1f} s", flush=True)
+    guide, out = timed(
+        child("guide", model, size, weights, data, args.batch_size, args.epochs, args.lr, args.seed)
+    )
+    guide_acc = json.loads(out[-1][1])["val_accuracy"]
+    print(f"# {model} {size}px guide {guide:.1f} s", flush=True)
+    name = f"{model} {size}px"
     rows = [
-        ["Keras guide", guide.wall, guide.cpu, None, guide_accuracy[-1], max(guide_accuracy)],
-        ["tlkit, fast path", tl.wall, tl.cpu, out["features_seconds"]]
-        + [out["val_accuracy"][-1], max(out["val_accuracy"])],
+        [name, "floor: one forward pass (predict)", floor, 1.0, None],
+        [name, "tlkit finetune --freeze all", tl, tl / floor, metrics["val"]["top1"]],
+        [name, "Keras guide (fit)", guide, guide / floor, guide_acc],
     ]
-    columns = ["recipe", "wall s", "CPU s", "of which features once, s"]
-    columns += ["val accuracy (last epoch)", "val accuracy (best)"]
-    title = (
-        f"Frozen VGG16 at {args.size}x{args.size}, {sizes[0]} train / {sizes[1]} val images, "
-        f"{plural(args.epochs, 'epoch')}, batch {args.batch_size}"
-    )
-    speedup = guide.wall / tl.wall
     ratios = [
-        {"name": "speed-up, wall-clock (Keras guide / tlkit)", "value": speedup},
-        {"name": "speed-up, CPU seconds (Keras guide / tlkit)", "value": guide.cpu / tl.cpu},
+        {"name": f"{name}: tlkit / floor", "value": tl / floor},
+        {"name": f"{name}: Keras guide / floor", "value": guide / floor},
+        {"name": f"{name}: Keras guide / tlkit", "value": guide / tl},
     ]
-    low, high = min(noise), max(noise)
-    inside = all(low <= round(a[-1], 4) <= high for a in (guide_accuracy, out["val_accuracy"]))
-    goal = ("met" if speedup >= 10 else "not met") if args.epochs == 10 else "not tested"
+    goal = "met" if tl / floor <= 1.2 else "not met"
     notes = [
-        f"tlkit's {tl.wall:.1f} s: {out['features_seconds']:.1f} s computing the features once "
-        f"(every image through VGG16 once, as one epoch of the guide does), "
-        f"{tl.wall - out['features_seconds']:.1f} s the rest; the guide took "
-        f"{guide.wall / args.epochs:.1f} s per epoch.",
-        f"Goal, at least 10x at 10 epochs: {goal} "
-        f"({speedup:.1f}x wall-clock at {plural(args.epochs, 'epoch')}).",
-        f"Validation features, tlkit's cache vs the guide's base: max |difference| "
-        f"{features[0]:.2g} (features up to {features[1]:.2f}).",
-        f"Noise: the same head on the same cached features, {len(noise)} seeds: final val "
-        f"accuracy {low:.2f}-{high:.2f} (mean {np.mean(noise):.2f}); the guide's "
-        f"{guide_accuracy[-1]:.2f} and tlkit's {out['val_accuracy'][-1]:.2f} "
-        + ("both fall in that range." if inside else "do not both fall in that range."),
-        f"tlkit's saved model.keras on the validation images: top-1 "
-        f"{out['model_keras_val_top1']:.2f}.",
+        f"{name}, goal whole command at most 1.2x the floor: {goal} ({tl / floor:.2f}x; "
+        f"{tl:.1f} s against {floor:.1f} s; fast path {metrics.get('fast_path')}). "
+        f"Where tlkit's time went: {phases(lines, tl)}."
     ]
-    return [{"title": title, "columns": columns, "rows": rows}], ratios, notes
+    return rows, ratios, notes
+
+
+def search_price(spec: str, root: Path, args) -> tuple[list, list, list]:
+    """``--freeze auto`` (search + run) against one run of the policy it chose."""
+    model, size = spec.split(":")
+    size = int(size)
+    folder = root / f"search-{model}-{size}"
+    folder.mkdir()
+    images, labels = synthetic(args.images, size, args.seed)
+    train, val = split(labels, seed=args.seed)
+    data = write_folder(folder / "images", images, labels, train, val)
+    weights = official_weights(folder, model, size, args.seed)
+    auto, _ = timed(tlkit_command(model, size, weights, data, folder / "auto", args, "auto"))
+    search = json.loads((folder / "auto" / "freeze_search.json").read_text())
+    chosen = search.get("chosen") or search.get("choice")
+    metrics = json.loads((folder / "auto" / "metrics.json").read_text())
+    single, _ = timed(tlkit_command(model, size, weights, data, folder / "one", args, chosen))
+    one = json.loads((folder / "one" / "metrics.json").read_text())
+    name = f"{model} {size}px"
+    rows = [
+        [name, f"tlkit finetune --freeze auto (search, chose {chosen})", auto, auto / single,
+         metrics["val"]["top1"]],
+        [name, f"tlkit finetune --freeze {chosen} (one run)", single, 1.0, one["val"]["top1"]],
+    ]  # fmt: skip
+    ratios = [{"name": f"{name}: freeze search + run / one run of its choice", "value": auto / single}]
+    notes = [
+        f"Freeze search at {name}: the search and its run took {auto:.1f} s, one run of the "
+        f"chosen policy ({chosen}) {single:.1f} s: the search costs {auto - single:.1f} s, "
+        f"{auto / single:.2f}x one run."
+    ]
+    return rows, ratios, notes
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="vgg16:96,resnet50:64", help="MODEL:SIZE,...")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate, both recipes.")
-    parser.add_argument("--noise-seeds", type=int, default=20, help="Head-only noise runs.")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate, tlkit and guide.")
+    parser.add_argument("--search", default="vgg16:32", help="MODEL:SIZE for the search price.")
     args = harness.parse_args(parser, argv, QUICK)
     run = harness.Run(NAME, args, argv)
-
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notes from the small head fits
-    images, labels = synthetic(args.images, args.size, args.seed)
-    train, val = split(labels, seed=args.seed)
-    common = {"size": args.size, "epochs": args.epochs, "batch": args.batch_size}
-    common |= {"seed": args.seed, "lr": args.lr}
+    rows, ratios, notes = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        weights = vgg16_weights(
-            root / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", args.size, args.seed
-        )
-        data = write_folder(root / "images", images, labels, train, val)
-        tl, metrics, lines = tlkit_run(weights, data, root / "run", **common)
-        out = tlkit_outputs(root / "run", metrics, lines)
-        assert out["fast_path"], "\n".join(lines)
-        print(f"# tlkit (fast path) {tl.wall:.1f} s ({tl.cpu:.1f} CPU s)", flush=True)
-        guide, history, guide_features = keras_guide(
-            weights, images[train], labels[train], images[val], labels[val], **common
-        )
-        print(f"# Keras guide {guide.wall:.1f} s ({guide.cpu:.1f} CPU s)", flush=True)
-        position = {index: row for row, index in enumerate(val)}
-        cached = np.load(out["cache"] / "val.npy")
-        gap = np.max(np.abs(cached - guide_features[[position[i] for i in out["val_order"]]]))
-        features = (float(gap), float(np.max(np.abs(cached))))
-        noise = head_noise(
-            out["cache"],
-            epochs=args.epochs,
-            batch=args.batch_size,
-            lr=args.lr,
-            seeds=args.noise_seeds,
-        )
-    sizes = (len(train), len(val))
-    tables, ratios, notes = report(
-        args, sizes, guide, history["val_accuracy"], tl, out, features, noise
+        for spec in args.configs.split(","):
+            model, size = spec.split(":")
+            r, q, n = one_config(model, int(size), Path(tmp), args)
+            rows, ratios, notes = rows + r, ratios + q, notes + n
+        search_rows = []
+        if args.search:
+            search_rows, q, n = search_price(args.search, Path(tmp), args)
+            ratios, notes = ratios + q, notes + n
+    columns = ["backbone", "process", "wall s", "/ floor", "val top-1"]
+    title = (
+        f"Frozen fine-tune as whole processes, {args.images} images (80/20 train/val), "
+        f"{args.epochs} epochs, batch {args.batch_size}: each against one forward pass"
     )
+    tables = [{"title": title, "columns": columns, "rows": rows}]
+    if search_rows:
+        columns = ["backbone", "process", "wall s", "/ one run", "val top-1"]
+        tables.append({"title": "The freeze search's price", "columns": columns, "rows": search_rows})
     return run.finish(tables, ratios, notes)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        kind, model, size, weights, data, batch, *rest = sys.argv[2:]
+        common = (model, int(size), weights, Path(data), int(batch))
+        if kind == "floor":
+            child_floor(*common)
+        else:
+            child_guide(*common, int(rest[0]), float(rest[1]), int(rest[2]))
+    else:
+        main()

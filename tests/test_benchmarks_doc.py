@@ -100,7 +100,7 @@ def test_real_notes_render_without_results(tmp_path):
     for title, name in [
         ("Training throughput", "train_throughput"),
         ("Augmentation throughput", "augment_throughput"),
-        ("Frozen fine-tune (cached features)", "frozen_finetune"),
+        ("Frozen fine-tune against its floor", "frozen_finetune"),
     ]:
         assert f"## {title}\n" in text and f"python benchmarks/{name}.py\n" in text
     assert "FancyPCA" in text and "not like-for-like" in text.lower()

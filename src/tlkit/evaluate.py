@@ -64,6 +64,13 @@ def load_trained(run_or_model: str | Path) -> LoadedModel:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from None
+    return trained_in_memory(model, model_path)
+
+
+def trained_in_memory(model, model_path: Path) -> LoadedModel:
+    """A :class:`LoadedModel` for a Keras model already in memory that ``model_path`` holds
+    (with the class names and contract saved beside it), without loading the file again."""
+    model_path = Path(model_path)
     classes = int(model.outputs[0].shape[-1])
     labels_path = model_path.parent / "labels.json"
     if labels_path.exists():

@@ -88,6 +88,7 @@ def decode_window(
     min_side: int | None = None,
     resize_to: int | None = None,
     flip=None,
+    then=None,
 ) -> tf.Tensor:
     """Decode only a window of an encoded image (and resize it).
 
@@ -102,6 +103,9 @@ def decode_window(
         flip: With ``resize_to``, a scalar bool: mirror the resized window. For a JPEG the
             branch is chosen with the decode scale (eight static branches), so mirroring adds
             no conditional of its own.
+        then: With ``resize_to``, a function applied to the resized window before the mirror
+            (per-pixel work that commutes with it, such as colour offsets and the cast to uint8:
+            the mirror then moves 1-byte pixels, not 4-byte floats).
 
     Returns:
         uint8 ``[h, w, 3]``: the window, or for a scaled JPEG decode the same region at
@@ -119,6 +123,8 @@ def decode_window(
         # after a DCT-scaled decode the window is below 2x the output unless the scale ran out
         antialias = None if ratio in (1, JPEG_RATIOS[-1]) else False
         x = resize_square(window, resize_to, antialias)
+        if then is not None:
+            x = then(x)
         if mirrored is None:  # decided at run time
             return mirror_if(x, flip)
         return tf.reverse(x, axis=[1]) if mirrored else x

@@ -194,3 +194,46 @@ def test_raw_decoded_images_take_the_fused_path_with_the_same_result():
     assert aug.per_image(raw, [1, 1]).shape == (16, 16, 3)
     vgg = build_augmenter(augment_preset("paper_vgg"), image_size=16)
     assert vgg.per_image(raw, [1, 1]).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("pca", [False, True])
+def test_uint8_path_equals_the_float_path_exactly(pca):
+    # crop, mirror, colour shift (and PCA colour): integer pixels in, integer pixels out; the
+    # uint8 path must give the float path's result rounded half up, bit for bit
+    config = augment_preset(
+        "paper_alexnet",
+        colour_shift={"enabled": True, "max_offset": 40},
+        pca_colour={"enabled": pca, "stats": "imagenet", "sigma": 0.5},
+    )
+    floats = build_augmenter(config, image_size=24, seed=1)
+    bytes_ = build_augmenter(config, image_size=24, seed=1, output_dtype="uint8")
+    side = floats.load_size()
+    rng = np.random.default_rng(3)
+    for i in range(8):  # values near 0 and 255 so that the clip is exercised
+        image = tf.constant(rng.choice([0, 1, 5, 128, 250, 254, 255], [side, side, 3]), tf.uint8)
+        a = floats.per_image(image, [i, 7]).numpy()
+        b = bytes_.per_image(image, [i, 7]).numpy()
+        assert b.dtype == np.uint8
+        assert np.array_equal(np.floor(a + 0.5).astype(np.uint8), b)
+
+
+def test_the_per_batch_step_is_skipped_only_when_it_is_the_identity():
+    config = augment_preset("paper_alexnet", pca_colour={"stats": "imagenet"})
+    plain = build_augmenter(config, image_size=8)
+    assert not plain.has_batch_ops
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, [4, 8, 8, 3]), tf.float32)
+    labels = tf.one_hot([0, 1, 0, 1], 2)
+    out, out_labels = plain.per_batch(images, labels, [1, 2])
+    assert np.array_equal(out.numpy(), images.numpy())
+    assert np.array_equal(out_labels.numpy(), labels.numpy())
+    mixing = augment_preset(
+        "paper_alexnet", pca_colour={"stats": "imagenet"}, mixup={"enabled": True}
+    )
+    assert build_augmenter(mixing, image_size=8).has_batch_ops
+    config = augment_preset("paper_alexnet", pca_colour={"stats": "imagenet"})
+    per_batch = build_augmenter(config, image_size=8, pixel_ops="per_batch")
+    assert per_batch.has_batch_ops
+    # apply() without the step still batches the per-image results
+    ds = tf.data.Dataset.from_tensor_slices((images, tf.zeros([4])))
+    batch, _ = next(iter(plain.apply(ds, 4, seed=3, resize=False)))
+    assert batch.shape == (4, 8, 8, 3)

@@ -424,3 +424,15 @@ def test_a_run_restarted_before_its_first_epoch_keeps_its_feature_cache(tmp_path
     assert sorted(p.name for p in run.iterdir()) == ["feature_cache"]
     assert (run / "feature_cache" / "k" / "train.npy").exists()
     assert resolve_run_dir(recipe.output, recipe.name) == (run, False)  # only the cache left: still a run directory
+
+
+def test_feature_batch_grows_for_small_images_within_a_pixel_budget():
+    from tlkit.train.feature_store import FEATURE_BATCH_PIXELS, feature_batch_size
+
+    assert feature_batch_size(32, 64) == 128  # capped
+    assert feature_batch_size(32, 224) == 64  # the budget: 64 images at 224x224
+    assert feature_batch_size(16, 299) == 32  # a power of two under the budget
+    assert feature_batch_size(256, 64) == 256  # never below training's batch
+    for side in (32, 96, 160, 224, 331, 512):
+        batch = feature_batch_size(1, side)
+        assert batch == 1 or batch * side * side <= FEATURE_BATCH_PIXELS

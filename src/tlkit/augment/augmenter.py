@@ -199,8 +199,11 @@ class Augmenter:
             return start + offset, window
 
         flip = self._mirror_draw(pixel_seeds[0])
-        x = decode_window(contents, window_fn, min_side=size, resize_to=size, flip=flip)
-        return self._finish(x, pixel_seeds, flip is not None)
+        # colour and the output cast before the mirror (they commute with it, and a uint8
+        # image is a quarter of the bytes to move)
+        finish = lambda x: self._finish(x, pixel_seeds, flip is not None)  # noqa: E731
+        x = decode_window(contents, window_fn, min_side=size, resize_to=size, flip=flip, then=finish)
+        return tf.ensure_shape(x, [size, size, 3])
 
     def _finish(self, x, pixel_seeds, mirrored: bool) -> tf.Tensor:
         if self.pixel_ops_per_image:
@@ -263,15 +266,17 @@ class Augmenter:
         return tf.cast(x, self.output_dtype)
 
     def _pixels_one(self, image, seeds, *, mirrored: bool = False) -> tf.Tensor:
-        """Mirror, colour shift and PCA colour on one image (the cache-friendly path).
-
-        With uint8 output the rounding is folded into the clip (offsets + 0.5, clipped to
-        ``[0, 255.75]``, truncated by the cast): one pass fewer over the image.
-        """
+        """Mirror, colour shift and PCA colour on one image. uint8 in and out with offsets only:
+        :func:`~tlkit.augment.pixels.add_offsets_uint8` (exact). Else float32; for uint8 output
+        the rounding is folded into the clip (offsets + 0.5, clipped to 255.75, truncated)."""
         c = self.config
         x = image
         if c.mirror.enabled and not mirrored:
             x = ops.flip_one(x, c.mirror.p, seeds[0])
+        blends = c.colour_shift.enabled and (c.colour_shift.contrast or c.colour_shift.saturation)
+        if x.dtype == self.output_dtype == tf.uint8 and not blends:  # offsets only: exact
+            colour = self._colour(tf.zeros([1, 1, 1, 3]), seeds)
+            return x if colour is None else pixels.add_offsets_uint8(x, colour[1][0])
         x = tf.cast(x, tf.float32)
         colour = self._colour(x[tf.newaxis], seeds)
         if colour is None:
@@ -303,6 +308,14 @@ class Augmenter:
         return x, offsets
 
     # --- per batch -------------------------------------------------------------------------------
+
+    @property
+    def has_batch_ops(self) -> bool:
+        """False when :meth:`per_batch` has nothing to do: the pipeline then skips that step."""
+        c = self.config
+        return (c.device == "pipeline" and not self.pixel_ops_per_image) or c.mixup.enabled or (
+            c.cutmix.enabled
+        )
 
     def per_batch(self, images, labels, seed) -> tuple[tf.Tensor, tf.Tensor]:
         """Batched ops on ``[B, S, S, 3]`` images (0..255) and their labels.
@@ -379,9 +392,10 @@ class Augmenter:
 
         ds = tf.data.Dataset.zip((dataset, seed_stream(seed)))
         ds = ds.map(one, num_parallel_calls=autotune).batch(batch_size, drop_remainder)
+        if not self.has_batch_ops:
+            return ds
         ds = tf.data.Dataset.zip((ds, seed_stream(seed + 1)))
         return ds.map(lambda b, s: self.per_batch(b[0], b[1], s), num_parallel_calls=autotune)
-
 
 
 def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCAStats | None:
@@ -389,10 +403,8 @@ def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCA
     if pca is not None:
         return pca if isinstance(pca, PCAStats) else PCAStats.from_dict(pca)
     stats = config.pca_colour.stats
-    if stats is None:
-        return None
-    if stats == "imagenet":
-        return IMAGENET_PCA
+    if stats is None or stats == "imagenet":
+        return None if stats is None else IMAGENET_PCA
     return PCAStats.from_dict(stats)
 
 
@@ -433,10 +445,6 @@ def build_augmenter(
         return None
     stats = resolve_pca_stats(config, pca)
     return Augmenter(
-        config,
-        image_size=image_size,
-        pca=stats,
-        seed=seed,
-        pixel_ops=pixel_ops,
+        config, image_size=image_size, pca=stats, seed=seed, pixel_ops=pixel_ops,
         output_dtype=output_dtype,
-    )
+    )  # fmt: skip

@@ -121,6 +121,31 @@ def pca_colour(
     return add_channel_offsets(images, offsets)
 
 
+def add_offsets_uint8(image, offsets) -> tf.Tensor:
+    """One uint8 image ``[H, W, C]`` plus per-channel offsets, rounded and clipped, in uint8.
+
+    ``offsets`` (float ``[C]``) are rounded half up to integers ``r``; the result is
+    ``clip(image + r, 0, 255)``, exactly what adding the float offsets, clipping and rounding
+    half up gives for integer pixels, computed without leaving uint8: clamp each channel to
+    ``[max(-r, 0), 255 - max(r, 0)]``, then add ``r`` modulo 256 (the clamp keeps the sum in
+    range, so the wrap-around add is exact). Three passes over one byte per value instead of
+    a cast to float32, an add, a clip and a cast back (about 2x faster in tf.data on CPU;
+    see benchmarks/augment_throughput.py).
+    """
+    image = tf.convert_to_tensor(image)
+    static = image.shape
+    shape = static.as_list() if static.is_fully_defined() else tf.shape(image)  # fewer ops
+    r = tf.cast(tf.floor(tf.reshape(offsets, [-1]) + 0.5), tf.int32)
+    low, high = tf.maximum(-r, 0), 255 - tf.maximum(r, 0)
+    bounds = tf.cast(tf.stack([low, high, tf.bitwise.bitwise_and(r, 255)]), tf.uint8)
+    # rows of W * C values with the per-channel pattern tiled along them (a channel axis of 3
+    # does not vectorise), as add_channel_offsets
+    pattern = tf.tile(bounds, [1, shape[1]])
+    rows = tf.reshape(image, [shape[0], shape[1] * shape[2]])
+    rows = tf.minimum(tf.maximum(rows, pattern[0]), pattern[1]) + pattern[2]
+    return tf.reshape(rows, shape)
+
+
 def clip_pixels(images, low: float = 0.0, high: float = 255.0) -> tf.Tensor:
     """Clip to the valid pixel range."""
     return tf.clip_by_value(_float(images), low, high)

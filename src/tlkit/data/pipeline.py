@@ -161,6 +161,8 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
     per_batch = getattr(augmenter, "per_batch", None) if augment else None
+    if not getattr(augmenter, "has_batch_ops", True):
+        per_batch = None  # nothing to do per batch: skip the step
     if per_batch is not None:
         seeds = seed_stream(seed + 3)
         ds = tf.data.Dataset.zip(ds, seeds).map(

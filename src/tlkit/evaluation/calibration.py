@@ -137,10 +137,11 @@ def is_calibrated(model) -> bool:
 
 
 def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]], model,
-                  log=print) -> dict[str, Any] | None:
+                  log=print, *, keep: list | None = None) -> dict[str, Any] | None:
     """Fit ``T`` on ``scored["val"]`` (probabilities, labels), append it to ``model`` and save
     that as ``run_dir/model.keras`` (atomically), with ``calibration.json`` and
-    ``reliability.png``. Returns the record, or None without a validation split."""
+    ``reliability.png``. Returns the record, or None without a validation split. ``keep``,
+    a list, receives the calibrated model as saved (so the caller need not load it again)."""
     if "val" not in scored or not len(scored["val"][1]):
         return None
     probs, labels = scored["val"]
@@ -151,8 +152,11 @@ def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]
     # model.keras last: until it holds T, a rerun of the run calibrates again
     atomic_write_json(Path(run_dir) / CALIBRATION_FILE, record)
     plot_reliability(Path(run_dir) / "reliability.png", record["val"], temperature)
+    calibrated = with_temperature(model, temperature)
     with atomic_path(Path(run_dir) / "model.keras") as tmp:
-        with_temperature(model, temperature).save(tmp)
+        calibrated.save(tmp)
+    if keep is not None:
+        keep.append(calibrated)
     val = record["val"]
     log(f"calibration: temperature {temperature:.3f} fitted on {val['count']} val images; "
         f"ECE {100 * val['ece_before']:.2f}% -> {100 * val['ece_after']:.2f}%, "

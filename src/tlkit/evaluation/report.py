@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.data.pipeline import iterate_images
-from tlkit.evaluate import load_trained
+from tlkit.evaluate import load_trained, trained_in_memory
 from tlkit.evaluation.gradcam import grad_cam, overlay
 from tlkit.io import atomic_write_text
 from tlkit.reports import confusion_matrix
@@ -160,12 +160,16 @@ def _sections_images(model, split_name, split, loaded, names) -> list[str]:
     return out
 
 
-def write_report(run_dir: str | Path, *, bundle, log=print) -> Path:
+def write_report(run_dir: str | Path, *, bundle, log=print, model=None) -> Path:
     """Write ``run_dir/report.html`` (see the module doc). ``bundle`` is the run's data
-    (:func:`tlkit.recipes.rundata.run_data` rebuilds it for a finished run)."""
+    (:func:`tlkit.recipes.rundata.run_data` rebuilds it for a finished run). ``model``: the
+    Keras model ``model.keras`` holds, when the caller has it in memory (else it is loaded)."""
     run_dir = Path(run_dir)
     metrics = _read_json(run_dir / "metrics.json") or {}
-    loaded = load_trained(run_dir)
+    if model is None:
+        loaded = load_trained(run_dir)
+    else:
+        loaded = trained_in_memory(model, run_dir / "model.keras")
     names = loaded.class_names
     parts = [f"<h1>{e(run_dir.name)}</h1>"]
     val, test = metrics.get("val") or {}, metrics.get("test") or {}

@@ -50,12 +50,15 @@ def final_reports(
     title: str,
     monitor: str,
     log: Callable[[str], None] = print,
+    final: list | None = None,
 ) -> dict[str, Any]:
     """History, curves and the best model's scores on val and test, with their confusion
     matrices and per-class reports.
 
     The best model is ``model.keras`` as saved (loaded only when needed);
     ``route.cached_predictions`` may score a split from cached features instead of the images.
+    ``final``, a list, receives the model as ``model.keras`` now holds it (calibrated) when
+    this loaded it, so that the report need not load it again.
     """
     write_history_csv(run_dir / "history.csv", state.history)
     plot_curves(run_dir / "curves.png", state.history, title=title, best_epoch=state.best_epoch)
@@ -68,7 +71,8 @@ def final_reports(
         "stopped_early": state.stopped_early,
     }
     bundle = inputs.bundle
-    best = functools.cache(lambda: load_trained(run_dir).model)
+    in_memory = getattr(route, "saved_in_memory", lambda: None)  # the saved model, unloaded
+    best = functools.cache(lambda: in_memory() or load_trained(run_dir).model)
     scored = {}
 
     for name in ("val", "test"):
@@ -97,8 +101,11 @@ def final_reports(
             f"(best epoch {state.best_epoch})"
         )
     calibration_path = run_dir / CALIBRATION_FILE
+    kept: list = []
     if scored.get("val") is not None and not is_calibrated(best()):
-        metrics["calibration"] = calibrate_run(run_dir, scored, best(), log=log)
+        metrics["calibration"] = calibrate_run(run_dir, scored, best(), log=log, keep=kept)
     elif calibration_path.exists():
         metrics["calibration"] = json.loads(calibration_path.read_text())
+    if final is not None and (kept or best.cache_info().currsize):
+        final.append(kept[0] if kept else best())
     return metrics

@@ -135,6 +135,18 @@ def active_key(run_dir: Path) -> str | None:
     return json.loads(path.read_text()).get("key")
 
 
+#: Pixels per feature batch: 64 images at 224x224 (inference only; no gradients are kept).
+FEATURE_BATCH_PIXELS = 64 * 224 * 224
+
+
+def feature_batch_size(train_batch: int, image_size: int, cap: int = 128) -> int:
+    """The batch for the one forward pass over the data: larger than training's where the
+    images are small (ResNet-50 at 64 px: 0.95 s at 128 against 1.32 s at 32 for 206 images on
+    2 CPU cores; VGG16 at 96 px the same at either), never above ``FEATURE_BATCH_PIXELS``."""
+    fits = max(1, FEATURE_BATCH_PIXELS // (image_size * image_size))
+    return max(train_batch, min(cap, 1 << (fits.bit_length() - 1)))
+
+
 def extraction_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """``images -> float32 features`` through ``model``'s frozen part, traced once for any batch."""
     extractor = feature_extractor(model)

@@ -98,6 +98,11 @@ class ImageRoute:
     def inference_model(self) -> keras.Model:
         return inference_model(self.model)
 
+    def saved_in_memory(self) -> keras.Model | None:
+        """The model ``model.keras`` holds, when this process has it in memory exactly as it
+        saved it (else None: load the file)."""
+        return None
+
     def cached_predictions(self, split_name: str, best: Callable[[], keras.Model]):
         """Nothing is cached on this route: the caller predicts on the images."""
         return None
@@ -277,7 +282,7 @@ class FeatureRoute:
             run_dir=run_dir,
             key=key,
             image_size=images.image_size,
-            batch_size=images.batch_size,
+            batch_size=store.feature_batch_size(images.batch_size, images.image_size),
             mirror=plan.mirror_p > 0,
             parts=parts,
             contract=images.contract,
@@ -338,6 +343,13 @@ class FeatureRoute:
         """The full image model, which holds the trained head; called when the trainer saves
         the best model, so the head's weights at that moment are remembered too."""
         self._best_head = [np.array(w) for w in self.model.get_weights()]
+        return self.full_model
+
+    def saved_in_memory(self) -> keras.Model | None:
+        """The full model with the head this process saved last (None if it saved none)."""
+        if self._best_head is None:
+            return None
+        self.model.set_weights(self._best_head)  # the head's layers are the full model's
         return self.full_model
 
     def cached_predictions(self, split_name: str, best: Callable[[], keras.Model]):
