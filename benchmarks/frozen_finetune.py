@@ -209,14 +209,18 @@ def phases(lines: list[tuple[float, str]], total: float, top: int = 4) -> str:
     return "; ".join(f"{g:.1f} s after '{text[:60]}'" for g, text in gaps[:top])
 
 
-def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, list]:
-    """Floor, tlkit and the guide for one backbone and size."""
-    folder = root / f"{model}-{size}"
+def prepare(folder: Path, model: str, size: int, args) -> tuple[Path, Path, Path]:
+    """``folder`` with the synthetic images (train/ and val/) and the backbone's weights."""
     folder.mkdir()
     images, labels = synthetic(args.images, size, args.seed)
     train, val = split(labels, seed=args.seed)
     data = write_folder(folder / "images", images, labels, train, val)
-    weights = official_weights(folder, model, size, args.seed)
+    return folder, data, official_weights(folder, model, size, args.seed)
+
+
+def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, list]:
+    """Floor, tlkit and the guide for one backbone and size."""
+    folder, data, weights = prepare(root / f"{model}-{size}", model, size, args)
     floor, _ = timed(child("floor", model, size, weights, data, args.batch_size))
     print(f"# {model} {size}px floor {floor:.1f} s", flush=True)
     tl, lines = timed(tlkit_command(model, size, weights, data, folder / "run", args))
@@ -251,12 +255,7 @@ def search_price(spec: str, root: Path, args) -> tuple[list, list, list]:
     """``--freeze auto`` (search + run) against one run of the policy it chose."""
     model, size = spec.split(":")
     size = int(size)
-    folder = root / f"search-{model}-{size}"
-    folder.mkdir()
-    images, labels = synthetic(args.images, size, args.seed)
-    train, val = split(labels, seed=args.seed)
-    data = write_folder(folder / "images", images, labels, train, val)
-    weights = official_weights(folder, model, size, args.seed)
+    folder, data, weights = prepare(root / f"search-{model}-{size}", model, size, args)
     auto, _ = timed(tlkit_command(model, size, weights, data, folder / "auto", args, "auto"))
     search = json.loads((folder / "auto" / "freeze_search.json").read_text())
     chosen = search.get("chosen") or search.get("choice")

@@ -131,3 +131,19 @@ def test_every_architecture_in_the_zoo_has_a_spatial_map_for_grad_cam():
         assert layer.output.shape[1] * layer.output.shape[2] > 1, model_id
         cams = grad_cam(model, np.full((1, size, size, 3), 128.0, np.float32))
         assert cams.shape == (1, size, size), model_id
+
+
+def test_a_fast_path_report_from_memory_equals_the_one_rebuilt_from_disk(run, tmp_path):
+    # finetune writes the page from the model and val probabilities it holds in memory;
+    # `tlkit report` loads model.keras and runs it on the images: the same page
+    pretrained, _ = run
+    out = tmp_path / "fast"
+    result = CliRunner().invoke(cli, [
+        "finetune", "--backbone", "resnet18", "--weights", str(pretrained), "--image-size", "32",
+        "--batch-size", "16", "--data", str(pretrained.parent / "data"), "--freeze", "all",
+        "--epochs", "2", "--set", "augment.preset=none", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["fast_path"]
+    from_memory = (out / "report.html").read_text()
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
+    assert (out / "report.html").read_text() == from_memory

@@ -21,6 +21,21 @@ TIMEOUT = 240  # a collective that hangs fails the test instead of hanging CI
 CRASH_AT = Path(__file__).parents[1] / "reliability" / "crash_at.py"
 
 
+def _wait_all(workers, logs):
+    """Exit codes of every worker (None if one timed out); none is left running."""
+    try:
+        return [w.wait(timeout=TIMEOUT) for w in workers]
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        for log in logs:
+            log.close()
+
+
 def _start_worker(index, ports, args, cwd, log, crash_at: str | None = None):
     tf_config = {
         "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
@@ -66,17 +81,7 @@ def test_two_workers_train_to_the_end_with_the_same_weights(tmp_path):
     ports = free_ports(2)
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]  # noqa: SIM115
     workers = [_start_worker(i, ports, args, homes[i], logs[i]) for i in range(2)]
-    try:
-        codes = [w.wait(timeout=TIMEOUT) for w in workers]
-    except subprocess.TimeoutExpired:
-        codes = None
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-        for log in logs:
-            log.close()
+    codes = _wait_all(workers, logs)
     output = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n---\n".join(o[-3000:] for o in output)
 
@@ -163,17 +168,7 @@ def test_a_worker_killed_mid_run_then_both_restarted_finish_the_planned_epochs(t
     assert json.loads((other / "state.json").read_text())["epoch"] == at - behind >= 1
 
     workers, logs = cluster("restarted")
-    try:
-        codes = [w.wait(timeout=TIMEOUT) for w in workers]
-    except subprocess.TimeoutExpired:
-        codes = None
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-        for log in logs:
-            log.close()
+    codes = _wait_all(workers, logs)
     output = read("restarted")
     assert codes == [0, 0], "\n---\n".join(o[-3000:] for o in output)
     assert "resuming" in output[0] and f"after epoch {at}" in output[0]

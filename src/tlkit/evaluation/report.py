@@ -104,7 +104,9 @@ def _tiles(images, captions) -> str:
     return f'<div class="grid">{tiles}</div>'
 
 
-def _predictions(model, split, size, contract, limit=MAX_IMAGES):
+def _predictions(model, split, size, contract, limit=MAX_IMAGES, known=None):
+    """The first ``limit`` images of ``split``, labels and probabilities (``known``, the
+    model's probabilities on the split in its order when the caller has them, else computed)."""
     xs, ys = [], []
     for images, labels in iterate_images(split, size, 64, contract):
         xs.append(images.astype(np.uint8))
@@ -114,14 +116,16 @@ def _predictions(model, split, size, contract, limit=MAX_IMAGES):
     if not xs:
         return None
     x, y = np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
+    if known is not None and len(known) >= len(x):
+        return x, y, np.asarray(known)[: len(x)]
     probs = np.concatenate([np.asarray(model(x[i : i + 64].astype(np.float32), training=False))
                             for i in range(0, len(x), 64)])
     return x, y, probs
 
 
-def _sections_images(model, split_name, split, loaded, names) -> list[str]:
+def _sections_images(model, split_name, split, loaded, names, known=None) -> list[str]:
     """Confused pairs, highest-loss gallery and Grad-CAM on one split."""
-    got = _predictions(model, split, loaded.image_size, loaded.contract)
+    got = _predictions(model, split, loaded.image_size, loaded.contract, known=known)
     if got is None:
         return []
     x, y, probs = got
@@ -160,10 +164,12 @@ def _sections_images(model, split_name, split, loaded, names) -> list[str]:
     return out
 
 
-def write_report(run_dir: str | Path, *, bundle, log=print, model=None) -> Path:
+def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predictions=None) -> Path:
     """Write ``run_dir/report.html`` (see the module doc). ``bundle`` is the run's data
     (:func:`tlkit.recipes.rundata.run_data` rebuilds it for a finished run). ``model``: the
-    Keras model ``model.keras`` holds, when the caller has it in memory (else it is loaded)."""
+    Keras model ``model.keras`` holds, when the caller has it in memory (else it is loaded);
+    ``predictions``: ``{split: probabilities}`` of that model on a split, in split order,
+    when the caller has them (else the report runs the model on the images it shows)."""
     run_dir = Path(run_dir)
     metrics = _read_json(run_dir / "metrics.json") or {}
     if model is None:
@@ -235,7 +241,10 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None) -> Path:
         parts.append(_file_img(run_dir / "reliability.png", "reliability diagram"))
     held = "val" if len(bundle.val) else ("test" if len(bundle.test) else None)
     if held:
-        parts += _sections_images(loaded.model, held, getattr(bundle, held), loaded, names)
+        known = (predictions or {}).get(held)
+        parts += _sections_images(
+            loaded.model, held, getattr(bundle, held), loaded, names, known=known
+        )
     for path in sorted(run_dir.glob("*/evaluation.json")):
         doc = _read_json(path) or {}
         rows = [[m["model"], m["method"], ",".join(map(str, m["scales"])), m["views"],

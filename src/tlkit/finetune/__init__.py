@@ -211,7 +211,8 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / "metrics.json", metrics)
     try:
-        write_report(run.run_dir, bundle=inputs.bundle, log=log, model=final[0] if final else None)
+        model, known = (final + [None, None])[:2]
+        write_report(run.run_dir, bundle=inputs.bundle, log=log, model=model, predictions=known)
     except Exception as exc:  # noqa: BLE001 - the run is done and saved; the page is extra
         log(f"report: not written ({type(exc).__name__}: {exc}); `tlkit report "
             f"{run.run_dir}` retries")

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
-from tlkit.evaluation.calibration import CALIBRATION_FILE, calibrate_run, is_calibrated
+from tlkit.evaluation.calibration import (
+    CALIBRATION_FILE,
+    calibrate_run,
+    is_calibrated,
+    rescale,
+)
 from tlkit.finetune.inputs import Inputs
 from tlkit.io import atomic_write_json, atomic_write_text
 from tlkit.recipes import recipe_to_yaml
@@ -58,7 +63,8 @@ def final_reports(
     The best model is ``model.keras`` as saved (loaded only when needed);
     ``route.cached_predictions`` may score a split from cached features instead of the images.
     ``final``, a list, receives the model as ``model.keras`` now holds it (calibrated) when
-    this loaded it, so that the report need not load it again.
+    this loaded it, and after calibrating ``{"val": its probabilities on val}``, so that the
+    report need not load it or run it again.
     """
     write_history_csv(run_dir / "history.csv", state.history)
     plot_curves(run_dir / "curves.png", state.history, title=title, best_epoch=state.best_epoch)
@@ -108,4 +114,7 @@ def final_reports(
         metrics["calibration"] = json.loads(calibration_path.read_text())
     if final is not None and (kept or best.cache_info().currsize):
         final.append(kept[0] if kept else best())
+        if kept:  # what model.keras, now calibrated, gives on val
+            temperature = metrics["calibration"]["temperature"]
+            final.append({"val": rescale(scored["val"][0], temperature)})
     return metrics
