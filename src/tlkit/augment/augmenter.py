@@ -198,9 +198,7 @@ class Augmenter:
             offset, window = ops.crop_window(extent, virtual, size, seeds[3])
             return start + offset, window
 
-        flip = self._mirror_draw(pixel_seeds[0])
-        # colour and the output cast before the mirror (they commute with it, and a uint8
-        # image is a quarter of the bytes to move)
+        flip = self._mirror_draw(pixel_seeds[0])  # applied after colour and cast (``then``)
         finish = lambda x: self._finish(x, pixel_seeds, flip is not None)  # noqa: E731
         x = decode_window(contents, window_fn, min_side=size, resize_to=size, flip=flip, then=finish)
         return tf.ensure_shape(x, [size, size, 3])
@@ -313,9 +311,8 @@ class Augmenter:
     def has_batch_ops(self) -> bool:
         """False when :meth:`per_batch` has nothing to do: the pipeline then skips that step."""
         c = self.config
-        return (c.device == "pipeline" and not self.pixel_ops_per_image) or c.mixup.enabled or (
-            c.cutmix.enabled
-        )
+        per_batch_pixels = c.device == "pipeline" and not self.pixel_ops_per_image
+        return per_batch_pixels or c.mixup.enabled or c.cutmix.enabled
 
     def per_batch(self, images, labels, seed) -> tuple[tf.Tensor, tf.Tensor]:
         """Batched ops on ``[B, S, S, 3]`` images (0..255) and their labels.
@@ -403,8 +400,10 @@ def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCA
     if pca is not None:
         return pca if isinstance(pca, PCAStats) else PCAStats.from_dict(pca)
     stats = config.pca_colour.stats
-    if stats is None or stats == "imagenet":
-        return None if stats is None else IMAGENET_PCA
+    if stats is None:
+        return None
+    if stats == "imagenet":
+        return IMAGENET_PCA
     return PCAStats.from_dict(stats)
 
 

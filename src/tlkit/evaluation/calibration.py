@@ -137,13 +137,13 @@ def is_calibrated(model) -> bool:
 
 
 def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]], model,
-                  log=print, *, keep: list | None = None) -> dict[str, Any] | None:
+                  log=print) -> tuple[dict[str, Any] | None, Any]:
     """Fit ``T`` on ``scored["val"]`` (probabilities, labels), append it to ``model`` and save
     that as ``run_dir/model.keras`` (atomically), with ``calibration.json`` and
-    ``reliability.png``. Returns the record, or None without a validation split. ``keep``,
-    a list, receives the calibrated model as saved (so the caller need not load it again)."""
+    ``reliability.png``. Returns the record and the calibrated model as saved (so the caller
+    need not load it again), or ``(None, None)`` without a validation split."""
     if "val" not in scored or not len(scored["val"][1]):
-        return None
+        return None, None
     probs, labels = scored["val"]
     temperature = fit_temperature(probs, labels)
     record: dict[str, Any] = {"temperature": temperature, "fitted_on": "val"}
@@ -155,10 +155,8 @@ def calibrate_run(run_dir: Path, scored: dict[str, tuple[np.ndarray, np.ndarray]
     calibrated = with_temperature(model, temperature)
     with atomic_path(Path(run_dir) / "model.keras") as tmp:
         calibrated.save(tmp)
-    if keep is not None:
-        keep.append(calibrated)
     val = record["val"]
     log(f"calibration: temperature {temperature:.3f} fitted on {val['count']} val images; "
         f"ECE {100 * val['ece_before']:.2f}% -> {100 * val['ece_after']:.2f}%, "
         f"NLL {val['nll_before']:.4f} -> {val['nll_after']:.4f}; in model.keras and every export")
-    return record
+    return record, calibrated

@@ -194,10 +194,8 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
             decisions, custom_loop = trainer.decisions, trainer.used_custom_loop
     if not run.chief:
         return RunResult(run_dir=run.run_dir, resumed=run.resuming, chief=False)
-    final: list = []  # the saved model, when the reports loaded it: the page reuses it
-    metrics = final_reports(
-        run.run_dir, inputs, state, route, images, title=recipe.name, monitor=plan.monitor,
-        log=log, final=final,
+    metrics, saved = final_reports(
+        run.run_dir, inputs, state, route, images, title=recipe.name, monitor=plan.monitor, log=log
     )
     metrics.update(
         backbone=info.id, weights=source.path, image_size=size, **inputs.sizes(),
@@ -211,8 +209,10 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / "metrics.json", metrics)
     try:
-        model, known = (final + [None, None])[:2]
-        write_report(run.run_dir, bundle=inputs.bundle, log=log, model=model, predictions=known)
+        write_report(
+            run.run_dir, bundle=inputs.bundle, log=log, model=saved.model,
+            predictions=saved.predictions,
+        )
     except Exception as exc:  # noqa: BLE001 - the run is done and saved; the page is extra
         log(f"report: not written ({type(exc).__name__}: {exc}); `tlkit report "
             f"{run.run_dir}` retries")

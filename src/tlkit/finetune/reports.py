@@ -7,7 +7,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
 from tlkit.evaluation.calibration import (
@@ -45,6 +45,14 @@ def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
         atomic_write_json(run_dir / "pca_stats.json", inputs.pca.to_dict())
 
 
+class Saved(NamedTuple):
+    """The model ``model.keras`` holds, when this process has it in memory (else None), and
+    its probabilities on a split in split order, when known: the report reuses both."""
+
+    model: Any = None
+    predictions: dict[str, Any] | None = None
+
+
 def final_reports(
     run_dir: Path,
     inputs: Inputs,
@@ -55,16 +63,13 @@ def final_reports(
     title: str,
     monitor: str,
     log: Callable[[str], None] = print,
-    final: list | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Saved]:
     """History, curves and the best model's scores on val and test, with their confusion
     matrices and per-class reports.
 
     The best model is ``model.keras`` as saved (loaded only when needed);
     ``route.cached_predictions`` may score a split from cached features instead of the images.
-    ``final``, a list, receives the model as ``model.keras`` now holds it (calibrated) when
-    this loaded it, and after calibrating ``{"val": its probabilities on val}``, so that the
-    report need not load it or run it again.
+    Returns the metrics and what the report can reuse (:class:`Saved`).
     """
     write_history_csv(run_dir / "history.csv", state.history)
     plot_curves(run_dir / "curves.png", state.history, title=title, best_epoch=state.best_epoch)
@@ -107,14 +112,15 @@ def final_reports(
             f"(best epoch {state.best_epoch})"
         )
     calibration_path = run_dir / CALIBRATION_FILE
-    kept: list = []
+    saved = None
     if scored.get("val") is not None and not is_calibrated(best()):
-        metrics["calibration"] = calibrate_run(run_dir, scored, best(), log=log, keep=kept)
+        record, calibrated = calibrate_run(run_dir, scored, best(), log=log)
+        metrics["calibration"] = record
+        if calibrated is not None:  # what model.keras now holds, and gives on val
+            val = rescale(scored["val"][0], record["temperature"])
+            saved = Saved(calibrated, {"val": val})
     elif calibration_path.exists():
         metrics["calibration"] = json.loads(calibration_path.read_text())
-    if final is not None and (kept or best.cache_info().currsize):
-        final.append(kept[0] if kept else best())
-        if kept:  # what model.keras, now calibrated, gives on val
-            temperature = metrics["calibration"]["temperature"]
-            final.append({"val": rescale(scored["val"][0], temperature)})
-    return metrics
+    if saved is None:  # the model as loaded (or held) here, if it was needed at all
+        saved = Saved(best() if best.cache_info().currsize else None)
+    return metrics, saved
