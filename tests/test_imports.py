@@ -26,6 +26,7 @@ RANKS = {
     "tlkit.layers": 0,
     "tlkit.imageops": 0,
     "tlkit.runtime": 0,
+    "tlkit.torchfile": 1,
     "tlkit.reports": 1,
     "tlkit.contract": 1,
     "tlkit.weights": 2,

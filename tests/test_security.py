@@ -113,3 +113,7 @@ def test_nothing_in_tlkit_runs_a_shell():
              for path in source.rglob("*.py")
              for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
+    # the one unpickler is the restricted one that reads PyTorch state dicts
+    unpicklers = [str(path.relative_to(source)) for path in source.rglob("*.py")
+                  if re.search(r"Unpickler\b|\bpickle\.loads?\b", path.read_text())]
+    assert unpicklers == ["torchfile.py"]

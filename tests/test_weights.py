@@ -48,7 +48,7 @@ def test_official_file_in_cache_is_used_through_the_builder(tmp_path, monkeypatc
 
 
 def test_no_official_weights_for_googlenet():
-    with pytest.raises(WeightsError, match="no official ImageNet weights"):
+    with pytest.raises(WeightsError, match="googlenet has no ImageNet weights"):
         official_weights_path(None, False, model_id="googlenet")
 
 

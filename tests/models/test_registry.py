@@ -12,7 +12,8 @@ from tlkit.errors import InputSizeError, UnknownNameError
 from tlkit.models import get_model_info, model_ids
 
 IDS = model_ids()
-OFFICIAL = {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152"}
+OFFICIAL = {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152",
+            *(f"efficientnet_lite{v}" for v in range(5))}
 
 
 def test_registry_has_every_architecture_of_the_notes():

@@ -16,7 +16,7 @@ import pytest
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import HeadConfig, build_transfer_model
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import resolve_recipe, shipped_recipes
+from tlkit.recipes import resolve_backbone, resolve_recipe, shipped_recipes
 from tlkit.recipes.loader import REGIME_THRESHOLDS
 
 SHIPPED = sorted(shipped_recipes())
@@ -41,6 +41,7 @@ def _bn(model) -> set[str]:
 
 
 def _plans(name: str, recipe, pretrained: bool):
+    recipe = resolve_backbone(recipe, log=lambda _: None)  # a recipe without one: auto
     model, info = model_for(recipe.model.backbone, recipe.model.head.type)
     per_class = PER_CLASS.get(regime(name) or "", 20)
     freezer = Freezer(model, info, recipe.freeze, train_images_per_class=per_class,

@@ -23,7 +23,7 @@ SHIPPED = sorted(shipped_recipes())
 
 def test_defaults_are_a_valid_recipe():
     recipe = resolve_recipe()
-    assert recipe.model.backbone == "vgg16"
+    assert recipe.model.backbone == "auto"  # resolved per machine: tests/recipes/test_backbone_auto.py
     assert recipe.freeze.policy == "auto"
 
 
@@ -34,7 +34,8 @@ def test_every_shipped_recipe_validates(name):
 
 
 def test_there_are_three_regimes_for_the_main_backbones_and_paper_recipes():
-    for backbone in ("vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "googlenet", "alexnet"):
+    for backbone in ("vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "googlenet", "alexnet",
+                     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         for regime in ("small", "medium", "large"):
             assert f"{backbone}-{regime}" in SHIPPED
     for paper in ("paper-vgg16", "paper-alexnet", "paper-resnet50", "paper-googlenet"):

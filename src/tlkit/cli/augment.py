@@ -59,13 +59,15 @@ def _resolve(recipes, sets, preset, image_size):
     """The augment section, input size and seed from recipes, ``--set`` and ``--preset``."""
     from tlkit.augment.config import AugmentConfig
     from tlkit.models.registry import get_model_info
-    from tlkit.recipes import resolve_recipe
+    from tlkit.recipes import resolve_backbone, resolve_recipe
 
     sets = [_prefixed(s, AugmentConfig.model_fields) for s in sets]
     if preset:
         sets.insert(0, f"augment.preset={preset}")
     recipe = resolve_recipe(recipes, sets)
     size = image_size or recipe.model.image_size
+    if not size:
+        recipe = resolve_backbone(recipe, log=lambda _: None)
     return recipe.augment, size or get_model_info(recipe.model.backbone).default_size, recipe.seed
 
 

@@ -58,7 +58,7 @@ def models(as_json: bool, no_stats: bool, rebuild: bool) -> None:
         if col == "params":
             return f"{v:,}"
         if col == "official_weights":
-            return "yes" if v else "-"
+            return row.get("weights_from") or ("yes" if v else "-")
         return str(v)
 
     table = [[names.get(c, c) for c in cols]] + [[cell(r, c) for c in cols] for r in rows]

@@ -65,7 +65,7 @@ from tlkit.freeze.freezer import Freezer
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import run_name
+from tlkit.recipes import resolve_backbone, run_name
 from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
 from tlkit.train.hooks import standard_hooks
 from tlkit.train.plan import TrainPlan
@@ -112,6 +112,7 @@ def finetune(
         A :class:`RunResult` with the run directory and final metrics.
     """
     started = time.time()
+    recipe = resolve_backbone(recipe, log=log)
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
     if recipe.name == "run":

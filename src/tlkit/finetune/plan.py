@@ -21,7 +21,7 @@ from tlkit.finetune.policy import check_policies, stage_summary
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import run_name
+from tlkit.recipes import resolve_backbone, run_name
 from tlkit.train.plan import TrainPlan
 from tlkit.train.probe import is_linear_head
 from tlkit.train.routes import plan_feature_cache
@@ -31,6 +31,7 @@ from tlkit.weights import official_weights_path
 
 def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = print) -> dict:
     """Print (through ``log``) and return what :func:`tlkit.finetune.finetune` would do."""
+    recipe = resolve_backbone(recipe, log=log)
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
     log(f"run: {run_name(recipe)} -> {recipe.output.dir or f'{recipe.output.root}/{run_name(recipe)}'}")

@@ -11,6 +11,14 @@ String ids (``vgg16``, ``resnet50``, ``googlenet``) work through :func:`build_mo
 
 from tlkit.layers import LocalResponseNormalization, Preprocessing
 from tlkit.models.alexnet import AlexNet, ZFNet
+from tlkit.models.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    EfficientNetLite3,
+    EfficientNetLite4,
+)
 from tlkit.models.googlenet import GoogLeNet, strip_auxiliary_classifiers
 from tlkit.models.heads import build_transfer_model, inference_model
 from tlkit.models.lenet import LeNet5
@@ -18,7 +26,6 @@ from tlkit.models.nin import NiN
 from tlkit.models.registry import (
     FreezeGroup,
     ModelInfo,
-    OfficialWeights,
     build_model,
     get_model_info,
     model_ids,
@@ -37,12 +44,15 @@ from tlkit.models.resnet import (
 )
 from tlkit.models.summary import LayerRow, ModelSummary, count_macs, list_models, summary
 from tlkit.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
+from tlkit.weights import OfficialWeights
 
 __all__ = [
     "VGG", "VGG11", "VGG13", "VGG16", "VGG19",
     "AlexNet", "ZFNet", "LeNet5", "NiN", "GoogLeNet", "strip_auxiliary_classifiers",
     "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
     "PlainNet18", "PlainNet34", "PlainNet50", "PlainNet101", "PlainNet152",
+    "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2",
+    "EfficientNetLite3", "EfficientNetLite4",
     "LocalResponseNormalization", "Preprocessing", "build_transfer_model", "inference_model",
     "FreezeGroup", "ModelInfo", "OfficialWeights",
     "build_model", "get_model_info", "model_ids",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlkit.errors import UnknownNameError
-from tlkit.weights import OfficialWeights
+from tlkit.weights import ImageNetWeights
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
@@ -39,13 +39,19 @@ class ModelInfo:
         default_size: Side of the paper's input (e.g. 224).
         min_size: Smallest input side the backbone (``include_top=False``) accepts.
         channels: Input channels of the default input.
-        preprocessing: ``caffe``, ``tf``, ``torch`` or ``none`` (applied outside the backbone).
+        preprocessing: ``caffe``, ``tf``, ``torch`` or ``none``: keras.applications' mode, put
+            before the backbone by the transfer model (``none`` when the backbone has its own).
+        preprocessing_inside: The normalisation the builder puts inside the model itself, for
+            backbones that take raw 0..255 RGB as keras.applications' EfficientNet does
+            (empty when there is none). Those layers have no weights and join no freeze group.
         feature_size: Channels of the backbone's last feature map.
         weight_layers: Depth counted as the name counts it (VGG16: 16, ResNet-50: 50).
         freeze_groups: Ordered groups, input to output; unmatched layers belong to the head.
         unit_pattern: Regex whose group 1 names the block (residual unit, inception module)
             a layer belongs to; ``--freeze N`` never splits a block.
-        official_weights: keras.applications ImageNet files, if any.
+        official_weights: Where its ImageNet weights come from, if anywhere: keras.applications'
+            files (:class:`OfficialWeights`) or a checkpoint converted into Keras' cache
+            (:class:`~tlkit.weights.ConvertedWeights`).
         kwargs: Extra keyword arguments for ``builder`` (e.g. a VGG config letter).
         aliases: Other accepted ids (``vgg_d`` for ``vgg16``).
         aux_min_size: Set when the builder takes ``aux_classifiers=True`` (auxiliary outputs for
@@ -65,7 +71,8 @@ class ModelInfo:
     freeze_groups: tuple[FreezeGroup, ...]
     channels: int = 3
     unit_pattern: str | None = None
-    official_weights: OfficialWeights | None = None
+    preprocessing_inside: str = ""
+    official_weights: ImageNetWeights | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     aux_min_size: int | None = None

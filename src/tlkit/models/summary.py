@@ -268,6 +268,7 @@ def list_models(with_stats: bool = True, progress=None) -> list[dict[str, Any]]:
             "min_input": info.min_size,
             "preprocessing": info.preprocessing,
             "official_weights": info.official_weights is not None,
+            "weights_from": info.official_weights.describe() if info.official_weights else "",
             "description": info.description,
         }
         if with_stats:

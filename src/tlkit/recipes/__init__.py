@@ -4,6 +4,7 @@
 returns a validated :class:`tlkit.recipes.schema.Recipe`.
 """
 
+from tlkit.recipes.backbone import choose_backbone, resolve_backbone
 from tlkit.recipes.loader import (
     FLAG_KEYS,
     RecipeError,
@@ -24,5 +25,6 @@ load_recipe = resolve_recipe
 __all__ = [
     "FLAG_KEYS", "RecipeError", "deep_merge", "parse_set", "read_recipe_source",
     "recipe_to_yaml", "regime_for", "resolve_recipe", "load_recipe", "shipped_dir", "shipped_recipes",
-    "validate_recipe", "resolve_run_recipe", "run_name", "data_label",
+    "validate_recipe", "resolve_run_recipe", "run_name", "data_label", "choose_backbone",
+    "resolve_backbone",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.data.sources import load_data
+from tlkit.recipes.backbone import resolve_backbone
 from tlkit.recipes.loader import regime_for, resolve_recipe
 
 DEFAULT_NAME = "run"
@@ -34,10 +35,12 @@ def resolve_run_recipe(
     log: Callable[[str], None] = print,
 ):
     """:func:`~tlkit.recipes.resolve_recipe`, starting from the data size's regime recipe
-    when no recipe is given; says which regime and why."""
+    when no recipe is given, with ``model.backbone: auto`` resolved
+    (:func:`~tlkit.recipes.backbone.resolve_backbone`); says which regime and backbone, and
+    why."""
     recipes = list(recipes)
     if recipes:
-        return resolve_recipe(recipes, sets, flags)
+        return resolve_backbone(resolve_recipe(recipes, sets, flags), log=log)
     bare = resolve_recipe([], sets, flags)
     per_class = training_images_per_class(bare)
     regime = regime_for(per_class)
@@ -45,7 +48,7 @@ def resolve_run_recipe(
         f"no --recipe: {per_class:,.0f} training images per class -> recipes/{regime}.yaml "
         "(its augmentation, schedule and early stopping); pass --recipe to choose another"
     )
-    return resolve_recipe([regime], sets, flags)
+    return resolve_backbone(resolve_recipe([regime], sets, flags), log=log)
 
 
 def data_label(source: str) -> str:

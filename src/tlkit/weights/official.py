@@ -1,0 +1,113 @@
+"""Where ImageNet weights live: Keras' file cache, keras.applications' official files.
+
+Official files come through Keras' cache (``$KERAS_HOME/models``, default ``~/.keras/models``)
+with their md5 hashes checked; offline, a missing file is a clear error that names the file
+and the folder, never a silent fall-back to random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from tlkit.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class OfficialWeights:
+    """Where keras.applications keeps the ImageNet weights for an architecture.
+
+    The registry entry of an architecture carries one (``ModelInfo.official_weights``); the
+    functions here take it, so they never look an architecture up.
+
+    Attributes:
+        top: (file name, md5 hash) of the file with the classifier.
+        notop: (file name, md5 hash) of the file without it.
+        base_url: Folder URL the file names are appended to.
+        cache_subdir: Keras cache folder (``~/.keras/<cache_subdir>``).
+    """
+
+    top: tuple[str, str]
+    notop: tuple[str, str]
+    base_url: str
+    cache_subdir: str = "models"
+
+    def file(self, include_top: bool) -> tuple[str, str]:
+        return self.top if include_top else self.notop
+
+    def describe(self) -> str:
+        """Where the weights come from, in a few words (listings, docs)."""
+        return "keras.applications file (download)"
+
+    def available_offline(self) -> bool:
+        """Whether a file is in Keras' cache already (its hash is checked when loaded)."""
+        folder = keras_cache_dir() / self.cache_subdir
+        return any((folder / name).is_file() for name, _ in (self.top, self.notop))
+
+    def locate(self, include_top: bool, *, model_id: str, download: bool = True) -> Path:
+        """The file in Keras' cache (md5 checked), downloaded there unless offline."""
+        fname, md5 = self.file(include_top)
+        url = self.base_url + fname
+        target = keras_cache_dir() / self.cache_subdir / fname
+        place_it = (
+            f"Download {url} and place it at {target} (md5 {md5}); or train from scratch with "
+            "--weights none; or pretrain on a larger labelled set you have and transfer from it "
+            f"(`tlkit pretrain --backbone {model_id} --data DATA`, then --weights RUN_DIR; "
+            "docs/transfer.md)."
+        )
+        if target.exists():
+            if _md5(target) != md5:
+                raise WeightsError(f"{target} is corrupt (md5 differs from {md5}). {place_it}")
+            return target
+        if not download or offline():
+            raise WeightsError(
+                f"ImageNet weights for {model_id} are not on this machine. {place_it}"
+            )
+        try:
+            return _download(fname, url, md5=md5, cache_subdir=self.cache_subdir)
+        except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
+            raise WeightsError(
+                f"ImageNet weights for {model_id} are not on this machine and could not be "
+                f"downloaded ({type(exc).__name__}: {exc}). {place_it}"
+            ) from None
+
+
+# --------------------------------------------------------------------------- official files
+
+
+def keras_cache_dir() -> Path:
+    """Keras' cache folder (``$KERAS_HOME`` or ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+
+
+def offline() -> bool:
+    """``TLKIT_OFFLINE=1``: never try to download weights."""
+    return os.environ.get("TLKIT_OFFLINE") == "1"
+
+
+def _download(fname: str, url: str, *, md5: str | None, cache_subdir: str) -> Path:
+    """``keras.utils.get_file`` with a timeout; raises whatever the network raises."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(float(os.environ.get("TLKIT_DOWNLOAD_TIMEOUT", "30")))
+    try:
+        return Path(
+            keras.utils.get_file(
+                fname, url, cache_subdir=cache_subdir, file_hash=md5,
+                cache_dir=str(keras_cache_dir()),
+            )
+        )
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
