@@ -1,7 +1,7 @@
 """Read a PyTorch checkpoint (``.pth``/``.pt``) into NumPy arrays, without torch and without
 running anything the file holds.
 
-A PyTorch checkpoint is a pickle, and a pickle is a program: unpickled by ``pickle.load`` or
+A PyTorch checkpoint is a pickle, and a pickle is a program: unpickled by plain ``pickle`` or
 ``torch.load(weights_only=False)``, a file can call ``os.system``. This reader unpickles with
 a :class:`pickle.Unpickler` whose ``find_class`` resolves exactly five names, each to a function
 of this module that only records what it is given: ``collections.OrderedDict``,
