@@ -62,11 +62,53 @@ def test_transfer_from_a_run_directory(pretrained, target, tmp_path):
     assert start["run"] == str(pre) and start["source"] == str(pre / "model.keras")
     assert start["backbone"] == "lenet5" and start["trained_on"]["classes"][0] == "class_0"
     assert len(start["trained_on"]["classes"]) == 4  # the pretraining run's, not this one's
-    # auto with pretrained weights searched, printed its table and stored it in the run.
+    # 13 training images per class: the rule's `all`, no fine-tuning tried, the head
+    # cross-fitted on every labelled image and judged out of fold.
+    assert "fine-tuning is not tried" in result.output
+    assert not (out / "freeze_search.json").exists() and metrics["freeze_search"] is None
+    assert metrics["fast_path"] is True
+    cv = metrics["cross_validation"]
+    assert cv["images"] == 48 and cv["folds"] == 5 and 0 < cv["accuracy_se"] < 0.1
+    assert metrics["calibration"]["fitted_on"] == "out_of_fold"
+    assert "cross-validated top-1" in result.output
+
+
+def test_evidence_weighs_fine_tuning_against_the_frozen_backbone(pretrained, target, tmp_path):
+    _, pre = pretrained
+    out = tmp_path / "evidence"
+    result = invoke("finetune", *BASE, "--data", target, "--weights", pre, "--epochs", "3",
+                    "--set", "freeze.auto.finetune_from=0", "--output", out)
+    assert result.exit_code == 0, result.output
+    stored = json.loads((out / "freeze_search.json").read_text())
+    assert stored["method"] == "evidence" and stored["prior"] == "all"
+    assert stored["candidate"] == "none" and stored["chosen"] in ("all", "none")
+    assert stored["images"] == 9 and stored["se"] >= 0
+    assert "freeze decision on 9 validation images" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["freeze_search"]["chosen"] == stored["chosen"]
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    backbone = keras.models.load_model(pre / "model.keras", compile=False)
+    same = [np.array_equal(a, b) for a, b in zip(model.get_layer("c1").get_weights(),
+                                                 backbone.get_layer("c1").get_weights(),
+                                                 strict=True)]
+    if stored["chosen"] == "all":  # the pretrained backbone, untouched, under the cross-fit head
+        assert all(same) and metrics["fast_path"] is True
+        assert metrics["calibration"]["fitted_on"] == "out_of_fold"
+    else:  # the fine-tuned run as it finished, not trained again
+        assert not all(same) and metrics["stages"][0].startswith("linear probe")
+
+
+def test_grid_search_tries_every_freeze_point(pretrained, target, tmp_path):
+    _, pre = pretrained
+    out = tmp_path / "grid"
+    result = invoke("finetune", *BASE, "--data", target, "--weights", pre, "--epochs", "2",
+                    "--set", "freeze.auto.search=grid", "--output", out)
+    assert result.exit_code == 0, result.output
     stored = json.loads((out / "freeze_search.json").read_text())
     assert "freeze search:" in result.output and "<- chosen" in result.output
     policies = [c["policy"] for c in stored["candidates"]]
     assert policies[0] == "all" and policies[-1] == "none" and stored["chosen"] in policies
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["freeze_search"]["chosen"] == stored["chosen"]
     assert all(c["accuracy"] is not None for c in stored["candidates"])
     if stored["chosen"] != "all":  # a fine-tune starts from the converged head
@@ -130,7 +172,8 @@ def test_plan_prints_the_decision_and_trains_nothing(pretrained, target, tmp_pat
     out = tmp_path / "planned"
     result = invoke("plan", *BASE, "--data", target, "--weights", pre, "--output", out)
     assert result.exit_code == 0, result.output
-    for needle in ("train 39", "weights:", "freeze:", "route:", "freeze table", "freeze search"):
+    for needle in ("train 39", "weights:", "freeze:", "route:", "freeze table",
+                   "fine-tuning is not tried"):
         assert needle in result.output, needle
     # The rule's prior here is `all`: the head by the solver, on cached features.
     assert "by a solver" in result.output and "route: cached features" in result.output
@@ -139,6 +182,14 @@ def test_plan_prints_the_decision_and_trains_nothing(pretrained, target, tmp_pat
     assert tuned.exit_code == 0, tuned.output
     for needle in ("linear probe", "stage 1: policy c3", "route: images", "per epoch"):
         assert needle in tuned.output, needle
+    # the same decision `finetune` takes (one function): here fine-tuning is weighed
+    weighed = invoke("plan", *BASE, "--data", target, "--weights", pre, "--no-timing",
+                     "--set", "freeze.auto.finetune_from=0", "--output", out)
+    assert "fine-tuning (none) are both scored on the validation images" in weighed.output
+    blocked = invoke("plan", *BASE, "--data", target, "--weights", pre, "--no-timing",
+                     "--set", "freeze.auto.finetune_from=0", "--set", "train.strategy=multi_worker",
+                     "--output", out)
+    assert "no search: multi_worker" in blocked.output, blocked.output
     assert not out.exists()
 
 

@@ -1,5 +1,6 @@
-"""``kill -9`` at twelve points of a real run (two of them again under mixed precision), then the same command again: every rerun finishes
-with exactly the planned epochs and the same files as a run that was never killed.
+"""``kill -9`` at twelve points of a real run (two of them again under mixed precision, two on a
+run that weighs fine-tuning against the frozen backbone), then the same command again: every
+rerun finishes with exactly the planned epochs and the same files as a run that was never killed.
 
 Each point is a real SIGKILL of a real ``tlkit finetune`` process (see ``crash_at.py`` for how it
 is timed). Three kinds of run: images in two stages (frozen head, then everything, checkpoints
@@ -46,6 +47,16 @@ train: {batch_size: 8, verbose: 0, epochs: 4, feature_cache: "auto"}
 MIXED = IMAGES.replace("feature_cache: \"off\"}",
                        "feature_cache: \"off\", precision: mixed_float16}")
 assert MIXED != IMAGES
+#: freeze: auto weighing fine-tuning against the frozen backbone (freeze_search.json, both routes)
+EVIDENCE = """\
+seed: 3
+model: {backbone: lenet5, image_size: 32}
+weights: {source: ../backbone.keras}
+data: {source: ../data}
+freeze: {policy: auto, auto: {finetune_from: 0}}
+augment: {preset: none}
+train: {batch_size: 8, verbose: 0, epochs: 4, checkpoint_every_steps: 2}
+"""
 #: case -> the run it is tried on (a case is a point of crash_at.py, or "point@kind")
 POINTS = {
     "data-scan": IMAGES,
@@ -63,6 +74,9 @@ POINTS = {
     # mixed precision: the loss scale and float32 master weights go through the checkpoint too
     "mid-epoch@mixed_float16": MIXED,
     "checkpoint-before-state@mixed_float16": MIXED,
+    # the evidence: killed while caching the frozen backbone's features, and while fine-tuning
+    "feature-caching@evidence": EVIDENCE,
+    "mid-epoch@evidence": EVIDENCE,
 }
 
 
@@ -117,7 +131,7 @@ def runs(tmp_path_factory):
 
     with ThreadPoolExecutor(2) as pool:
         refs = {text: pool.submit(reference, f"never-killed-{i}", text)
-                for i, text in enumerate((IMAGES, FEATURES, MIXED))}
+                for i, text in enumerate((IMAGES, FEATURES, MIXED, EVIDENCE))}
         kills = {point: pool.submit(killed, point) for point in POINTS}
         return {"reference": {k: f.result() for k, f in refs.items()},
                 "killed": {k: f.result() for k, f in kills.items()}}

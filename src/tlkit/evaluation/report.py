@@ -231,10 +231,17 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
         parts += ["<h2>Per class (val)</h2>", _table(keys, rows, set(range(1, len(keys))))]
     calibration = _read_json(run_dir / "calibration.json")
     if calibration:
-        v = calibration.get("val", {})
         parts.append("<h2>Calibration</h2>")
-        parts.append(f"<p>Temperature {calibration['temperature']:.3f} fitted on "
-                     f"{v.get('count')} validation images: ECE {_pct(v.get('ece_before'))} "
+        if calibration.get("fitted_on") == "out_of_fold":
+            v, cv = calibration.get("all", {}), calibration.get("cross_validation", {})
+            where = (f"the out-of-fold predictions of all {v.get('count')} labelled images "
+                     f"({calibration.get('folds')}-fold cross-validation, where the head "
+                     f"reached {_pct(cv.get('accuracy'))} ± {_pct(cv.get('accuracy_se'))}; "
+                     "the validation figures above are out of fold too)")
+        else:
+            v, where = calibration.get("val", {}), f"{calibration.get('val', {}).get('count')} validation images"
+        parts.append(f"<p>Temperature {calibration['temperature']:.3f} fitted on {where}: "
+                     f"ECE {_pct(v.get('ece_before'))} "
                      f"&rarr; {_pct(v.get('ece_after'))}, NLL {v.get('nll_before', 0):.4f} "
                      f"&rarr; {v.get('nll_after', 0):.4f}. It is part of model.keras and of "
                      "every export.</p>")
@@ -242,6 +249,9 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     held = "val" if len(bundle.val) else ("test" if len(bundle.test) else None)
     if held:
         known = (predictions or {}).get(held)
+        stored = run_dir / f"predictions_{held}.npy"  # out of fold, kept by the run
+        if known is None and stored.is_file():
+            known = np.load(stored)
         parts += _sections_images(
             loaded.model, held, getattr(bundle, held), loaded, names, known=known
         )

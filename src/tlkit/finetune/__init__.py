@@ -35,13 +35,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
 from tlkit.evaluation.report import write_report
 from tlkit.finetune.context import RunContext, resolve_run_dir
+from tlkit.finetune.evidence import Outcome, train_with_evidence
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
     build_run_model,
@@ -159,40 +160,24 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         )
         chosen = choose_freeze(recipe, plan, model, freezer, inputs, run=run, log=log)
         plan = chosen.plan
-        route_choice = plan_feature_cache(
-            model, freezer, plan.stages, head_type=head.type, augment=recipe.augment,
-            feature_cache=recipe.train.feature_cache, strategy=run.strategy,
-            solver_head=freezer.pretrained and is_linear_head(head_layers(model)),
-        )
-        probe = chosen.probe_first and not route_choice.use
-        if probe and not (resume and has_checkpoint(run.run_dir)):
-            with run.strategy.scope():
-                linear_probe(
-                    model, inputs, batch_size=plan.batch_size,
-                    holdout=recipe.freeze.auto.holdout, seed=recipe.seed, log=log,
-                )
-        route = make_route(
-            model, route_choice, inputs, images, info=info, source=source.path, run=run, log=log
-        )
+        outcome = None
+        if chosen.candidate:
+            outcome = train_with_evidence(
+                model, freezer, plan, inputs, images, candidate=chosen.candidate,
+                prior=chosen.prior, recipe=recipe, run=run, log=log,
+                make_frozen_route=lambda choice: make_route(
+                    model, choice, inputs, images, info=info, source=source.path, run=run,
+                    cross_fit=True, log=log),
+            )
+            if outcome is None:  # no comparison possible here: the rule's choice, as usual
+                plan = replace(plan, stages=(replace(plan.stages[0], policy=chosen.prior),))
+        if outcome is None:
+            outcome = _train(recipe, plan, model, freezer, inputs, images, chosen,
+                             info=info, source=source, run=run, resume=resume, log=log)
+        state, decisions, route = outcome.state, outcome.decisions, outcome.route
         plan = plan.for_route(route.name)
-        if route.name == "cached features":
-            state, decisions = fit_on_features(
-                route, plan, freezer, run=run, inputs=inputs,
-                holdout=recipe.freeze.auto.holdout, seed=recipe.seed, resume=resume, log=log,
-            )
-            custom_loop = False
-        else:
-            hooks = standard_hooks()
-            if any(freezer.plan(s.policy).bn == "train" for s in plan.stages):
-                # moving averages lag fast-changing weights: recompute them before each score
-                sample = statistics_sample(inputs.bundle.train, size, contract=inputs.contract)
-                hooks.append(PreciseBatchNorm(sample))
-            trainer = Trainer(
-                route.model, plan, route.datasets, run.run_dir, hooks, strategy=run.strategy,
-                freezer=freezer, inference_model=route.inference_model, chief=run.chief, log=log,
-            )
-            state = trainer.run(resume=resume)
-            decisions, custom_loop = trainer.decisions, trainer.used_custom_loop
+        probe = outcome.probe
+        route_choice = outcome.route_choice
     if not run.chief:
         return RunResult(run_dir=run.run_dir, resumed=run.resuming, chief=False)
     metrics, saved = final_reports(
@@ -200,13 +185,14 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
     )
     metrics.update(
         backbone=info.id, weights=source.path, image_size=size, **inputs.sizes(),
-        freeze=[d.message for d in decisions], custom_loop=custom_loop,
+        freeze=[d.message for d in decisions], custom_loop=outcome.custom_loop,
         resumed=run.resuming, **route.metrics(), seconds=round(time.time() - started, 1),
         start_from=source.record, trained_on=trained_on(recipe, inputs, size),
         stages=stage_summary(plan, probe),
-        freeze_search=chosen.search.to_dict() if chosen.search else None,
+        freeze_search=(outcome.evidence.to_dict() if outcome.evidence
+                       else chosen.search.to_dict() if chosen.search else None),
     )
-    if route_choice.frozen and not route_choice.use:
+    if route_choice is not None and route_choice.frozen and not route_choice.use:
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / "metrics.json", metrics)
     try:
@@ -219,7 +205,50 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
             f"{run.run_dir}` retries")
     state.reported = True  # the run is complete: the same command no longer resumes it
     state.save(run.run_dir)
-    return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=route_choice.use)
+    return RunResult(run.run_dir, metrics, resumed=run.resuming,
+                     fast_path=route.name == "cached features")
+
+
+def _train(recipe, plan, model, freezer, inputs, images, chosen, *, info, source, run, resume,
+           log) -> Outcome:
+    """Train the plan's policy one way (no comparison): the cached-feature route's solver
+    fit, or the trainer on images after the linear probe."""
+    head = recipe.model.head
+    route_choice = plan_feature_cache(
+        model, freezer, plan.stages, head_type=head.type, augment=recipe.augment,
+        feature_cache=recipe.train.feature_cache, strategy=run.strategy,
+        solver_head=freezer.pretrained and is_linear_head(head_layers(model)),
+    )
+    probe = chosen.probe_first and not route_choice.use
+    if probe and not (resume and has_checkpoint(run.run_dir)):
+        with run.strategy.scope():
+            linear_probe(
+                model, inputs, batch_size=plan.batch_size,
+                holdout=recipe.freeze.auto.holdout, seed=recipe.seed, log=log,
+            )
+    route = make_route(
+        model, route_choice, inputs, images, info=info, source=source.path, run=run,
+        cross_fit=recipe.train.frozen_head == "cross_fit", log=log,
+    )
+    plan = plan.for_route(route.name)
+    if route.name == "cached features":
+        state, decisions = fit_on_features(
+            route, plan, freezer, run=run, inputs=inputs,
+            holdout=recipe.freeze.auto.holdout, seed=recipe.seed, resume=resume, log=log,
+        )
+        return Outcome(state, decisions, route, None, probe=probe, route_choice=route_choice)
+    hooks = standard_hooks()
+    if any(freezer.plan(s.policy).bn == "train" for s in plan.stages):
+        # moving averages lag fast-changing weights: recompute them before each score
+        sample = statistics_sample(inputs.bundle.train, images.image_size, contract=inputs.contract)
+        hooks.append(PreciseBatchNorm(sample))
+    trainer = Trainer(
+        route.model, plan, route.datasets, run.run_dir, hooks, strategy=run.strategy,
+        freezer=freezer, inference_model=route.inference_model, chief=run.chief, log=log,
+    )
+    state = trainer.run(resume=resume)
+    return Outcome(state, trainer.decisions, route, None, trainer.used_custom_loop, probe=probe,
+                   route_choice=route_choice)
 
 
 def describe_result(result: RunResult) -> str:
@@ -228,8 +257,12 @@ def describe_result(result: RunResult) -> str:
         return f"worker finished; the chief writes the run's outputs (scratch: {result.run_dir})"
     m = result.metrics
     val = m.get("val") or {}
+    cv = m.get("cross_validation") or {}
     parts = [f"done in {m.get('seconds', 0):.0f}s"]
-    if val:
+    if cv:
+        parts.append(f"cross-validated top-1 {cv['accuracy']:.3f} ± {cv['accuracy_se']:.3f} over "
+                     f"all {cv['images']} labelled images")
+    elif val:
         parts.append(f"val top-1 {val['top1']:.4f}")
     return (
         f"{'; '.join(parts)}. Outputs in {result.run_dir}: report.html (open it in a browser), "

@@ -202,10 +202,12 @@ def make_route(
     info: ModelInfo,
     source: str,
     run: RunContext,
+    cross_fit: bool = True,
     log: Callable[[str], None] = print,
 ):
     """The :class:`~tlkit.train.routes.FeatureRoute` when ``choice.use``, else the
-    :class:`~tlkit.train.routes.ImageRoute`; says which and why."""
+    :class:`~tlkit.train.routes.ImageRoute`; says which and why. ``cross_fit``: the feature
+    route fits a linear head on every labelled image (``train.frozen_head``)."""
     if choice.use:
         log(f"fast path: {choice.reason}")
         return FeatureRoute(
@@ -219,6 +221,7 @@ def make_route(
             class_weight=inputs.class_weight,
             strategy=run.strategy,
             resuming=run.resuming,
+            cross_fit=cross_fit,
             log=log,
         )
     if choice.frozen:

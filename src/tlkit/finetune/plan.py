@@ -17,7 +17,7 @@ import tensorflow as tf
 from tlkit.errors import TlkitError
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import build_run_model, checked_image_size, weights_source
-from tlkit.finetune.policy import check_policies, stage_summary
+from tlkit.finetune.policy import check_policies, decide, stage_summary
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
@@ -49,27 +49,18 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     freezer = Freezer(model, info, recipe.freeze, train_images_per_class=inputs.images_per_class,
                       pretrained=pretrained)
     check_policies(freezer, plan)
-    policy = plan.stages[0].policy
     linear = is_linear_head(head_layers(model))
-    searching = False
-    if recipe.freeze.stages:
-        why = "the recipe's own stages"
-    elif not pretrained:
-        why = "no pretrained weights: everything trains, BatchNorm included"
-    elif policy == "auto":
-        rule, rule_why = freezer.rule()
-        searching = recipe.freeze.auto.search and linear
-        if searching:
-            epochs = recipe.freeze.auto.search_epochs or default_search_epochs(plan.stages[0].epochs)
-            why = (f"{rule_why}; at training time the freeze search tries "
-                   f"{', '.join(freezer.candidates())} ({epochs} epochs each on "
-                   f"{1 - recipe.freeze.auto.holdout:.0%} of the training split, scored on the "
-                   "rest) and may choose another; the table below is the rule's choice")
-        else:
-            why = rule_why
-        policy = rule
-    else:
-        why = f"the policy asked for ({policy})"
+    # the decision `tlkit finetune` makes, made by the same function (finetune/policy.py)
+    decided = decide(recipe.freeze, plan, freezer, linear=linear,
+                     multi_worker=recipe.train.strategy == "multi_worker")
+    policy, searching = decided.policy, decided.method in ("evidence", "grid")
+    why = decided.why
+    if decided.method == "grid":
+        epochs = recipe.freeze.auto.search_epochs or default_search_epochs(plan.stages[0].epochs)
+        why += (f" ({epochs} epochs each on {1 - recipe.freeze.auto.holdout:.0%} of the training "
+                "split, scored on the rest); the table below is the rule's choice")
+    elif decided.method == "evidence":
+        why += f"; the table below is {policy}'s"
     log(f"freeze: {why}")
     probe = pretrained and recipe.freeze.linear_probe and linear and not recipe.freeze.stages
     stages = [type(plan.stages[0])(policy, plan.stages[0].epochs, plan.stages[0].lr)]
@@ -95,7 +86,8 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     if seconds is not None:
         log(f"time per epoch: about {seconds:.1f}s ({plan.steps_per_epoch} steps of "
             f"{plan.batch_size}; timed on {time_steps} steps of random images on this machine)")
-    return {"policy": policy, "searching": searching, "linear_probe": probe,
+    return {"policy": policy, "searching": searching, "method": decided.method,
+            "candidate": decided.candidate, "prior": decided.prior, "linear_probe": probe,
             "route": "cached features" if route.use else "images", "stages": lines,
             "pretrained": pretrained, "weights": source.path, "seconds_per_epoch": seconds,
             "train_images": len(inputs.bundle.train), "classes": inputs.bundle.num_classes}

@@ -2,9 +2,13 @@
 
 * No pretrained weights: everything trains, BatchNorm included (``auto`` is ``none``; a policy
   that freezes anything is refused before training starts).
-* Pretrained weights and ``freeze.policy: auto``: the freeze search of :mod:`tlkit.train.search`
-  picks the freeze point on a held-out part of the training split (or, with
-  ``freeze.auto.search: false``, the image-count rule does); the result is kept in
+* Pretrained weights and ``freeze.policy: auto``: the image-count rule is the prior. With
+  ``freeze.auto.search: evidence`` (the default) the frozen backbone, its head cross-fitted on
+  every labelled image, is weighed against fine-tuning on the validation images
+  (:mod:`tlkit.finetune.evidence`), from ``freeze.auto.finetune_from`` images per class (below
+  it the frozen backbone is kept without trying: docs/defaults-suite.md); ``grid`` tries every
+  freeze point on a held-out part of the training split
+  (:mod:`tlkit.train.search`); ``off`` keeps the rule. The result is kept in
   ``freeze_search.json`` so a resumed run trains what it started.
 * Pretrained weights: the new head is first fitted on the frozen features to convergence (a
   linear probe), then the training stage starts from it (Kumar et al., ICLR 2022: fine-tuning
@@ -39,20 +43,91 @@ from tlkit.train.trainer import BEST_MODEL
 SEARCH_FILE = "freeze_search.json"
 
 
+def check_policies(freezer, plan: TrainPlan) -> None:
+    """Refuse, before anything trains, a stage that would freeze random weights (exit 2)."""
+    for stage in plan.stages:
+        freezer.plan(stage.policy)
+
+
 @dataclass
 class FreezeChoice:
-    """The run's stages with ``auto`` resolved, and what led there."""
+    """The run's stages with ``auto`` resolved, and what led there.
+
+    Attributes:
+        plan: The stages to train (for ``evidence``, the fine-tuning candidate's).
+        probe_first: Fit the head on frozen features before training.
+        search: The grid search's result (``search: grid``), if one ran.
+        reason: Why, in a line.
+        candidate: ``search: evidence``: the fine-tuning policy weighed against the frozen
+            backbone (:mod:`tlkit.finetune.evidence`); None when nothing is weighed.
+        prior: The image-count rule's choice.
+    """
 
     plan: TrainPlan
     probe_first: bool
     search: SearchResult | None
     reason: str
+    candidate: str | None = None
+    prior: str | None = None
 
 
-def check_policies(freezer, plan: TrainPlan) -> None:
-    """Refuse, before anything trains, a stage that would freeze random weights (exit 2)."""
-    for stage in plan.stages:
-        freezer.plan(stage.policy)
+@dataclass(frozen=True)
+class Decision:
+    """What ``freeze:`` decides before anything trains: :func:`decide` for ``tlkit plan`` and
+    ``tlkit finetune`` alike (the one place that decides).
+
+    Attributes:
+        policy: The policy to train first (``auto`` resolved, except for ``grid``'s search).
+        method: ``stages`` | ``random`` | ``fixed`` | ``rule`` | ``evidence`` | ``grid``.
+        prior: The image-count rule's choice (None when the rule is not consulted).
+        candidate: ``evidence``: the fine-tuning policy weighed against the frozen backbone.
+        why: One line for the user.
+    """
+
+    policy: str
+    method: str
+    prior: str | None = None
+    candidate: str | None = None
+    why: str = ""
+
+
+def decide(freeze, plan: TrainPlan, freezer, *, linear: bool, multi_worker: bool) -> Decision:
+    """The freeze decision of a run, from the recipe's ``freeze`` section, its plan, the
+    model's freezer (which knows the data size and whether the weights are pretrained), and
+    whether the head is linear and the strategy multi-worker (see the module docstring)."""
+    policy = plan.stages[0].policy
+    if freeze.stages:
+        return Decision(policy, "stages", why="the recipe's own stages")
+    if not freezer.pretrained:
+        return Decision(policy, "random", why="no pretrained weights: everything trains, "
+                        "BatchNorm included")
+    if policy != "auto":
+        return Decision(policy, "fixed", why=f"the policy asked for ({policy})")
+    rule, rule_why = freezer.rule()
+    auto = freeze.auto
+    blocked = None
+    if auto.search == "off":
+        blocked = "freeze.auto.search is off"
+    elif not linear:
+        blocked = "the head is not a single dense layer on pooled features"
+    elif multi_worker:
+        blocked = "multi_worker: every worker would search on its own"
+    if blocked:
+        return Decision(rule, "rule", rule, why=f"{rule_why} (no search: {blocked})")
+    if auto.search == "grid":
+        return Decision(rule, "grid", rule, why=f"{rule_why}; the grid search tries "
+                        f"{', '.join(freezer.candidates())} and may choose another")
+    per_class = freezer.train_images_per_class or 0
+    if rule == "all" and per_class < auto.finetune_from:
+        return Decision("all", "rule", rule, why=(
+            f"{rule_why}; below {auto.finetune_from} training images per class fine-tuning is "
+            "not tried (freeze.auto.finetune_from): the frozen backbone's head is cross-fitted "
+            "on every labelled image"))
+    candidate = "none" if rule == "all" else rule
+    return Decision(candidate, "evidence", rule, candidate, why=(
+        f"{rule_why}; the frozen backbone (head cross-fitted on every labelled image) and "
+        f"fine-tuning ({candidate}) are both scored on the validation images, and the rule's "
+        f"{rule} stands unless the other is better by {auto.margin_se:g} standard errors"))
 
 
 def choose_freeze(
@@ -65,41 +140,35 @@ def choose_freeze(
     run,
     log: Callable[[str], None] = print,
 ) -> FreezeChoice:
-    """Resolve ``auto`` and decide on the linear probe (see the module docstring)."""
-    freeze = recipe.freeze
-    if freeze.stages:
-        return FreezeChoice(plan, False, None, "the recipe sets its own stages")
-    policy = plan.stages[0].policy
+    """Resolve ``auto`` (:func:`decide`, then the grid search when asked for) and decide on
+    the linear probe (see the module docstring)."""
     linear = is_linear_head(head_layers(model))
+    multi = isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    decision = decide(recipe.freeze, plan, freezer, linear=linear, multi_worker=multi)
+    if decision.method in ("stages", "random"):
+        return FreezeChoice(plan, False, None, decision.why)
     search = None
-    if not freezer.pretrained:
-        return FreezeChoice(plan, False, None, "no pretrained weights")
-    if policy == "auto":
-        policy, search, why = _auto_policy(recipe, plan, model, freezer, inputs, linear, run, log)
+    policy = decision.policy
+    if decision.method == "grid":
+        policy, search, why = _grid_search(recipe, plan, model, freezer, inputs, run, log)
         log(why)
+    elif decision.method in ("rule", "evidence"):
+        log(f"freeze: {decision.why}")
     stage = replace(plan.stages[0], policy=policy)
     plan = replace(plan, stages=(stage,))
     # The head starts converged whatever trains next (a frozen backbone on augmented images
     # included); the feature route skips the probe, its solver fit is the whole training.
-    return FreezeChoice(plan, freeze.linear_probe and linear, search, "")
+    return FreezeChoice(plan, recipe.freeze.linear_probe and linear, search, decision.why,
+                        decision.candidate, decision.prior)
 
 
-def _auto_policy(recipe, plan, model, freezer, inputs, linear, run, log):
+def _grid_search(recipe, plan, model, freezer, inputs, run, log):
     stored = run.run_dir / SEARCH_FILE
     if run.resuming and stored.exists():
         result = SearchResult.from_dict(json.loads(stored.read_text()))
         return result.chosen, result, f"freeze search: resuming with its choice, {result.chosen}"
     rule, rule_why = freezer.rule()
     auto = recipe.freeze.auto
-    blocked = None
-    if not auto.search:
-        blocked = "freeze.auto.search is false"
-    elif not linear:
-        blocked = "the head is not a single dense layer on pooled features"
-    elif isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        blocked = "multi_worker: every worker would search on its own"
-    if blocked:
-        return rule, None, f"{rule_why} (no freeze search: {blocked})"
     epochs = auto.search_epochs or default_search_epochs(plan.stages[0].epochs)
     log(f"freeze search: trying {', '.join(freezer.candidates())} ({rule_why.split(' -> ')[0]}; "
         f"the rule's choice is {rule})")
@@ -156,8 +225,10 @@ def stage_summary(plan: TrainPlan, probe_first: bool) -> list[str]:
 __all__ = [
     "FreezeChoice",
     "Stage",
+    "Decision",
     "check_policies",
     "choose_freeze",
+    "decide",
     "has_checkpoint",
     "linear_probe",
     "stage_summary",

@@ -14,10 +14,13 @@ from tlkit.evaluation.calibration import (
     CALIBRATION_FILE,
     calibrate_run,
     is_calibrated,
+    plot_reliability,
     rescale,
+    with_temperature,
 )
+from tlkit.evaluation.calibration import summary as calibration_summary
 from tlkit.finetune.inputs import Inputs
-from tlkit.io import atomic_write_json, atomic_write_text
+from tlkit.io import atomic_path, atomic_write_json, atomic_write_text
 from tlkit.recipes import recipe_to_yaml
 from tlkit.reports import (
     format_per_class,
@@ -27,6 +30,54 @@ from tlkit.reports import (
     write_per_class_csv,
 )
 from tlkit.train.routes import ImageInput
+
+#: Probabilities a run's report uses instead of the saved model's, when they differ (out of fold).
+PREDICTIONS_FILE = "predictions_{split}.npy"
+
+
+def save_predictions(run_dir: Path, split: str, probabilities) -> None:
+    """Keep ``probabilities`` of ``split`` (in split order) for ``tlkit report`` to reuse."""
+    import numpy as np
+
+    with atomic_path(run_dir / PREDICTIONS_FILE.format(split=split)) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(probabilities))  # as held: the report from disk is the same page
+
+
+def cross_validation_record(crossed) -> dict[str, Any]:
+    """What ``metrics.json`` says of a cross-fitted head's out-of-fold evidence."""
+    return {"images": int(len(crossed.labels)), "folds": crossed.folds,
+            "accuracy": crossed.accuracy, "accuracy_se": crossed.accuracy_se,
+            "log_loss": float(crossed.losses().mean()), "mirrored": crossed.mirrored}
+
+
+def cross_fit_calibration(run_dir: Path, crossed, train_count: int, model, *,
+                          log: Callable[[str], None] = print) -> tuple[dict[str, Any], Any]:
+    """Calibrate a head cross-fitted on every labelled image: its temperature was fitted on
+    the out-of-fold predictions of all of them (no image is left that it did not see), and is
+    appended to ``model.keras`` as any run's is; ``calibration.json`` and ``reliability.png``
+    say so, with the cross-validated accuracy and its standard error."""
+    t = crossed.head.temperature
+    raw = crossed.probabilities_before()
+    record: dict[str, Any] = {
+        "temperature": t,
+        "fitted_on": "out_of_fold",
+        "folds": crossed.folds,
+        "val": calibration_summary(raw[train_count:], crossed.labels[train_count:], t),
+        "all": calibration_summary(raw, crossed.labels, t),
+        "cross_validation": cross_validation_record(crossed),
+    }
+    atomic_write_json(run_dir / CALIBRATION_FILE, record)
+    plot_reliability(run_dir / "reliability.png", record["all"], t)
+    calibrated = with_temperature(model, t)
+    with atomic_path(run_dir / "model.keras") as tmp:
+        calibrated.save(tmp)
+    everything = record["all"]
+    log(f"cross-validation: {crossed.folds}-fold over all {len(crossed.labels)} labelled images: "
+        f"accuracy {crossed.accuracy:.3f} ± {crossed.accuracy_se:.3f} (what to expect on new "
+        f"images); temperature {t:.3f} fitted there: ECE {100 * everything['ece_before']:.2f}% -> "
+        f"{100 * everything['ece_after']:.2f}%, NLL {everything['nll_before']:.4f} -> "
+        f"{everything['nll_after']:.4f}; in model.keras and every export")
+    return record, calibrated
 
 
 def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
@@ -113,7 +164,16 @@ def final_reports(
         )
     calibration_path = run_dir / CALIBRATION_FILE
     saved = None
-    if scored.get("val") is not None and not is_calibrated(best()):
+    crossed = route.cross_fitted()
+    if crossed is not None:
+        metrics["cross_validation"] = cross_validation_record(crossed[0])
+        if scored.get("val") is not None:  # out of fold: the report shows what a user gets
+            save_predictions(run_dir, "val", scored["val"][0])
+    if crossed is not None and not is_calibrated(best()):
+        record, calibrated = cross_fit_calibration(run_dir, *crossed, best(), log=log)
+        metrics["calibration"] = record
+        saved = Saved(calibrated, {"val": scored["val"][0]} if "val" in scored else None)
+    elif scored.get("val") is not None and not is_calibrated(best()):
         record, calibrated = calibrate_run(run_dir, scored, best(), log=log)
         metrics["calibration"] = record
         if calibrated is not None:  # what model.keras now holds, and gives on val

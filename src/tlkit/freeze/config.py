@@ -55,10 +55,13 @@ class AutoThresholds(Section):
       inception4, train inception5);
     * ``large_per_class`` or more: ``none`` (fine-tune everything).
 
-    That rule is only the prior. With pretrained weights and ``search`` on, ``auto`` tries the
-    candidate freeze points (``all``, each backbone group's end, ``none``) on a held-out part of
-    the training split and keeps the best (:mod:`tlkit.train.search`). Without pretrained
-    weights ``auto`` is always ``none``: frozen random features are never what a user wants.
+    That rule is only the prior. With pretrained weights, ``search: evidence`` (the default)
+    compares the frozen backbone (its head cross-fitted on every labelled image) with
+    fine-tuning, from ``finetune_from`` images per class, and keeps the rule's choice unless
+    the other wins on validation by ``margin_se`` standard errors (:mod:`tlkit.finetune.policy`);
+    ``search: grid`` tries every freeze point on a held-out part of the training split
+    (:mod:`tlkit.train.search`). Without pretrained weights ``auto`` is always ``none``: frozen
+    random features are never what a user wants.
     """
 
     small_per_class: int = Field(
@@ -74,11 +77,37 @@ class AutoThresholds(Section):
         description="Between the thresholds: fraction of the backbone's weight layers to freeze; "
         "the boundary moves to the end of the freeze group that contains it.",
     )
-    search: bool = Field(
-        True,
-        description="With pretrained weights, try the candidate freeze points on a held-out part "
-        "of the training split and keep the best; false: use the image-count rule alone.",
+    search: Literal["evidence", "grid", "off"] = Field(
+        "evidence",
+        description="With pretrained weights: 'evidence' fits the frozen backbone's head on every "
+        "labelled image by cross-validation and, from finetune_from images per class, also "
+        "fine-tunes (the rule's policy, or 'none' where the rule says 'all') and keeps the one "
+        "whose validation log loss is better by more than margin_se standard errors, the rule's "
+        "choice otherwise; 'grid' tries every freeze point on a held-out part of the training "
+        "split (tlkit 0.1's search); 'off' (or false) takes the image-count rule as it is.",
     )
+    finetune_from: int = Field(
+        50,
+        ge=0,
+        description="evidence: below this many training images per class no fine-tuning is "
+        "tried where the rule says 'all': a validation split of 2-4 images per class cannot "
+        "tell it from the frozen backbone, and it lost on most tasks there "
+        "(benchmarks/defaults_suite.py, docs/defaults-suite.md).",
+    )
+    margin_se: float = Field(
+        2.0,
+        ge=0,
+        description="evidence: how many standard errors of the paired per-image difference in "
+        "validation log loss the policy the rule did not choose must win by.",
+    )
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # tlkit 0.1's search: true|false
+            return "evidence" if value else "off"
+        return value
+
     holdout: float = Field(
         0.25,
         gt=0.0,

@@ -327,10 +327,12 @@ def _entry_point(variant: int):
         classes: int = 1000,
         classifier_activation: str | None = "softmax",
         include_preprocessing: bool = True,
+        drop_connect_rate: float = DROP_CONNECT_RATE,
         name: str = model_id,
     ) -> keras.Model:
         return EfficientNetLite(variant, **application_args(locals()),
-                                include_preprocessing=include_preprocessing, name=name)
+                                include_preprocessing=include_preprocessing,
+                                drop_connect_rate=drop_connect_rate, name=name)
 
     spec = LITE_SPECS[variant]
     builder.__name__ = builder.__qualname__ = f"EfficientNetLite{variant}"
@@ -370,6 +372,10 @@ def _register_all() -> None:
                 freeze_groups=FREEZE_GROUPS,
                 unit_pattern=UNIT_PATTERN,
                 official_weights=IMAGENET_WEIGHTS[variant],
+                # tlkit's transfer models leave stochastic depth out: a frozen block would
+                # still drop its branch in training, so a frozen backbone's features would be
+                # noisy (and could not be cached); EfficientNetLite0() keeps the paper's 0.2
+                kwargs={"drop_connect_rate": 0.0},
                 aliases=(f"efficientnet-lite{variant}", f"efficientnetlite{variant}",
                          f"lite{variant}"),
                 description=(builder.__doc__ or "").splitlines()[0],

@@ -68,6 +68,13 @@ class TrainSection(Section):
         "off or mirroring only, compute its features once (cached in the run directory) and "
         "train the head on them; off: run the backbone in every training step.",
     )
+    frozen_head: Literal["cross_fit", "train_split"] = Field(
+        "cross_fit",
+        description="A frozen backbone's linear head (the cached-feature route): cross_fit fits "
+        "it on every labelled image, train and val, its L2 strength and temperature chosen by "
+        "k-fold cross-validation, and scores val out of fold (no image is judged by a head that "
+        "saw it); train_split fits it on the training split and scores val with it.",
+    )
     verbose: int = Field(
         1, ge=0, le=2, description="0 silent, 1 progress bar (2 when not a terminal), 2 a line per epoch."
     )

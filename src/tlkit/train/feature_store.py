@@ -1,6 +1,6 @@
 """The feature store: a frozen backbone's features on disk, keyed to be reused only when valid.
 
-Layout: ``<run_dir>/feature_cache/<key>/{train,train_flipped,val}.npy`` with
+Layout: ``<run_dir>/feature_cache/<key>/{train,train_flipped,val,val_flipped}.npy`` with
 ``{train,val}_labels.npy``, ``info.json`` (what the key hashes) and, for a backbone without
 pretrained weights, its initial weights (``backbone.weights.h5``, for a resumed run);
 ``feature_cache/active.json`` names the key the run trains with. Every file is written
@@ -116,6 +116,7 @@ class CachedFeatures:
     train_flipped: np.ndarray | None = None
     val: np.ndarray | None = None
     val_labels: np.ndarray | None = None
+    val_flipped: np.ndarray | None = None
     computed: list[str] = field(default_factory=list)
 
     @property
@@ -206,7 +207,8 @@ def cached_features(
     """Load the features under ``run_dir/feature_cache/key``, computing what is missing.
 
     ``splits`` maps ``train`` (and ``val`` when present) to :class:`~tlkit.data.Split`. With
-    ``mirror`` the mirrored training images' features are cached too. Each array is written
+    ``mirror`` the mirrored images' features are cached too (the validation images' are extra
+    training examples when the head is fitted on every labelled image). Each array is written
     atomically, so an interrupted run recomputes only what it had not finished.
     """
     folder = cache_root(run_dir) / key
@@ -218,6 +220,8 @@ def cached_features(
         wanted.append(("train_flipped", "train", True))
     if "val" in splits and len(splits["val"]):
         wanted.append(("val", "val", False))
+        if mirror:
+            wanted.append(("val_flipped", "val", True))
     arrays: dict[str, np.ndarray] = {}
     computed, started, extract = [], time.perf_counter(), None
     for name, split_name, flipped in wanted:
@@ -260,6 +264,7 @@ def cached_features(
         train_flipped=arrays.get("train_flipped"),
         val=arrays.get("val"),
         val_labels=arrays.get("val_labels"),
+        val_flipped=arrays.get("val_flipped"),
         computed=computed,
     )
 

@@ -132,6 +132,25 @@ def _solve(x, y, c, weight, num_classes, tol=1e-6):
     return coef, bias, converged
 
 
+def standardiser(x: np.ndarray):
+    """``(standard, unstandard)`` for features ``x``: ``standard(a)`` centres ``a`` on ``x``'s
+    mean and divides by one scale (the RMS standard deviation; see the module doc);
+    ``unstandard(coef, bias)`` folds that back into a dense layer's float32 ``(kernel, bias)``
+    on raw features."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=0)
+    std = float(np.sqrt(np.mean(x.var(axis=0)))) + 1e-6
+
+    def standard(a):
+        return (np.asarray(a, np.float64) - mean) / std
+
+    def unstandard(coef, bias):
+        kernel = (coef / std).T
+        return kernel.astype(np.float32), (bias - (coef @ mean) / std).astype(np.float32)
+
+    return standard, unstandard
+
+
 def _accuracy(x, y, coef, bias) -> float:
     return float(np.mean(np.argmax(x @ coef.T + bias, axis=1) == y)) if len(y) else 0.0
 
@@ -167,11 +186,7 @@ def fit_linear_head(
     started = time.perf_counter()
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.int64)
-    mean = x.mean(axis=0)
-    std = float(np.sqrt(np.mean(x.var(axis=0)))) + 1e-6  # one scale: see the module doc
-
-    def standard(a):
-        return (np.asarray(a, np.float64) - mean) / std
+    standard, unstandard = standardiser(x)  # one scale: see the module doc
 
     def with_mirror(index):
         xs, ys = standard(x[index]), y[index]
@@ -209,11 +224,10 @@ def fit_linear_head(
         )
         temperature = calibrate_temperature(held_x @ held_coef.T + held_bias, held_y)
     coef, bias = coef / temperature, bias / temperature
-    kernel = (coef / std).T
-    raw_bias = bias - (coef @ mean) / std
+    kernel, raw_bias = unstandard(coef, bias)
     return HeadFit(
-        kernel=kernel.astype(np.float32),
-        bias=raw_bias.astype(np.float32),
+        kernel=kernel,
+        bias=raw_bias,
         c=float(best_c),
         holdout_accuracy=scores.get(best_c),
         train_accuracy=_accuracy(ax, ay, coef, bias),
