@@ -343,6 +343,20 @@ def parse_tasks(specs) -> list[tuple[str, str, int]]:
     return out
 
 
+def work_order(seeds: int, extras_seeds: int):
+    """``(seed, methods, size filter)`` in the order the suite runs them: what the goals need
+    most first (the core methods on three seeds, the small sizes before the 100-image ones),
+    so a suite stopped early has measured the most useful cells."""
+    small, large = (lambda n: n <= 20), (lambda n: n > 20)
+    head = min(3, seeds)
+    order = [(s, CORE, lambda n: True) for s in range(head)]
+    order += [(s, EXTRAS, small) for s in range(min(extras_seeds, seeds))]
+    order += [(s, CORE, small) for s in range(head, seeds)]
+    order += [(s, EXTRAS, large) for s in range(min(extras_seeds, seeds))]
+    order += [(s, CORE, large) for s in range(head, seeds)]
+    return order
+
+
 def suite(args) -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -354,35 +368,34 @@ def suite(args) -> None:
     doc["machine"] = machine_info()
     doc["command"] = "python benchmarks/defaults_suite.py " + " ".join(sys.argv[1:])
     cells = parse_tasks(args.tasks)
-    for seed in range(args.seeds):
-        for method_set in (CORE, EXTRAS):
-            if method_set is EXTRAS and seed >= args.extras_seeds:
+    for seed, method_set, sizes in work_order(args.seeds, args.extras_seeds):
+        for backbone_name, task, n in cells:
+            if not sizes(n):
                 continue
-            for backbone_name, task, n in cells:
-                backbone = Backbone(backbone_name, args.image_size, workdir)
-                backbone.ensure_pretrained(workdir / "runs.log")
-                prefix = f"{backbone_name}:{task}/{n}/{seed}"
-                todo = [m for m in method_set if f"{prefix}/{m}" not in doc["cells"]]
-                if not todo:
+            backbone = Backbone(backbone_name, args.image_size, workdir)
+            backbone.ensure_pretrained(workdir / "runs.log")
+            prefix = f"{backbone_name}:{task}/{n}/{seed}"
+            todo = [m for m in method_set if f"{prefix}/{m}" not in doc["cells"]]
+            if not todo:
+                continue
+            folder, train, test, names = draw(backbone_name, task, n, seed, workdir)
+            for method in todo:
+                if f"{prefix}/{method}" in doc["cells"]:
                     continue
-                folder, train, test, names = draw(backbone_name, task, n, seed, workdir)
-                for method in todo:
-                    if f"{prefix}/{method}" in doc["cells"]:
-                        continue
-                    if method in TLKIT:
-                        got = {method: tlkit_run(method, backbone, folder, seed, workdir)}
-                    elif method == "linear probe":
-                        got = {method: linear_probe(backbone, train, test, seed)}
-                    else:
-                        got = guide(backbone, train, test, seed, len(names))
-                    for name, cell in got.items():
-                        cell["test_images"] = int(len(test[1]))
-                        doc["cells"][f"{prefix}/{name}"] = cell
-                        print(f"{prefix}/{name:<14} test {cell['test_top1']:.4f} "
-                              f"{cell['seconds']:6.0f}s"
-                              f"{'  chose ' + str(cell['chosen']) if cell.get('chosen') else ''}",
-                              flush=True)
-                    save_results(doc)
+                if method in TLKIT:
+                    got = {method: tlkit_run(method, backbone, folder, seed, workdir)}
+                elif method == "linear probe":
+                    got = {method: linear_probe(backbone, train, test, seed)}
+                else:
+                    got = guide(backbone, train, test, seed, len(names))
+                for name, cell in got.items():
+                    cell["test_images"] = int(len(test[1]))
+                    doc["cells"][f"{prefix}/{name}"] = cell
+                    print(f"{prefix}/{name:<14} test {cell['test_top1']:.4f} "
+                          f"{cell['seconds']:6.0f}s"
+                          f"{'  chose ' + str(cell['chosen']) if cell.get('chosen') else ''}",
+                          flush=True)
+                save_results(doc)
     render(doc)
 
 
@@ -418,6 +431,20 @@ def paired(doc: dict, col, a: str, b: str) -> tuple[float, int]:
     return (statistics.mean(diffs) if diffs else float("nan")), len(diffs)
 
 
+def time_ratio(doc: dict, col) -> float:
+    """Mean over seeds of the default command's wall time over that of the fixed policy it
+    chose on that seed (``all`` unless it chose another), the issue's time goal."""
+    ratios = []
+    for key, cell in doc["cells"].items():
+        t, size, seed, method = key.split("/", 3)
+        if (t, int(size)) != col or method != "defaults":
+            continue
+        fixed = doc["cells"].get(f"{t}/{size}/{seed}/{cell.get('chosen') or 'all'}")
+        if fixed:
+            ratios.append(cell["seconds"] / fixed["seconds"])
+    return statistics.mean(ratios) if ratios else float("nan")
+
+
 def goal_lines(doc: dict, table: dict) -> tuple[list[str], list[list]]:
     """The issue's goals per task and size, measured (paired over seeds)."""
     lines, rows = [], []
@@ -430,7 +457,7 @@ def goal_lines(doc: dict, table: dict) -> tuple[list[str], list[list]]:
         d_fixed, k = paired(doc, col, "defaults", fixed[1])
         d_rival = paired(doc, col, "defaults", best_rival[1])[0] if best_rival else float("nan")
         d_scratch = paired(doc, col, "defaults", "scratch")[0] if "scratch" in t else float("nan")
-        ratio = t["defaults"][3] / t[fixed[1]][3]
+        ratio = time_ratio(doc, col)
         chosen = [c.get("chosen") or "all" for key, c in sorted(doc["cells"].items())
                   if key.startswith(f"{col[0]}/{col[1]}/") and key.endswith("/defaults")]
         ok = (d_fixed >= -0.005) and (d_rival != d_rival or d_rival >= 0) and (
@@ -501,9 +528,10 @@ other images and another initialisation, and every method uses the same draws). 
 
 Defaults against the better fixed policy (`all` or `none`), the best of the linear probe and
 the Keras guide's phases, and training from scratch, in points of test top-1 (the mean of the
-per-seed differences); the wall time of the default command over the fixed policy's it
-chose... against. Goals: at least the best fixed policy minus 0.5 points, at least the probe
-and the guide, at most 1 point below scratch; time at most 1.5x.
+per-seed differences), and the wall time of the default command over that of the fixed policy it
+chose on the same draw. Goals: at least the best fixed policy minus 0.5 points, at least the
+probe and the guide's better phase, at most 1 point below scratch; time at most 1.5x (shown,
+not part of "goals").
 
 {chr(10).join(goal_head + goals)}
 

@@ -73,6 +73,10 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     lines = stage_summary(plan_shown, probe and not route.use)
     if route.use:
         lines = ["the head fitted on cached features by a solver, to convergence (no epochs)"]
+        if recipe.train.frozen_head == "cross_fit" and len(inputs.bundle.val):
+            lines = ["the head fitted on the cached features of every labelled image (train and "
+                     "val) by a solver, its C, mirroring and temperature by 5-fold "
+                     "cross-validation (no epochs)"]
     for line in lines:
         log(line)
     if route.use:
