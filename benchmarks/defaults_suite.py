@@ -59,7 +59,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import RESULTS, machine_info  # noqa: E402
+from harness import RESULTS, machine_info, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = RESULTS / "defaults_suite.json"
@@ -329,10 +329,7 @@ def load_results() -> dict:
 
 
 def save_results(doc: dict) -> None:
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(RESULT)
+    write_json(doc, RESULT)  # after every cell: an interrupted suite continues from there
 
 
 def parse_tasks(specs) -> list[tuple[str, str, int]]:

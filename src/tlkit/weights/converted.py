@@ -18,7 +18,6 @@ checked when they load) and written once, atomically, as a legacy Keras ``.h5`` 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import numpy as np
 from tlkit.errors import WeightsError
 from tlkit.io import atomic_path
 from tlkit.torchfile import read_state_dict
-from tlkit.weights.official import _download, keras_cache_dir, offline
+from tlkit.weights.official import _download, file_digest, keras_cache_dir, offline
 
 #: What a converter returns: Keras layer name -> its weights in the layer's order.
 LayerArrays = dict[str, list[np.ndarray]]
@@ -166,7 +165,7 @@ class ConvertedWeights:
 
     def _convert_package(self, path: Path, model_id: str) -> Path:
         assert self.package is not None and self.from_state_dict is not None
-        digest = _sha256(path)
+        digest = file_digest(path, "sha256")
         if digest != self.package.sha256:
             raise WeightsError(
                 f"{path} (from {self.package.distribution}) is not the expected file: sha256 "
@@ -224,14 +223,6 @@ class ConvertedWeights:
         with atomic_path(self.target) as tmp:
             write_legacy_h5(tmp, arrays, source=source)
         return self.target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_checkpoint(archive: Path, folder: Path, member_dir: PurePosixPath) -> None:

@@ -106,7 +106,12 @@ def _download(fname: str, url: str, *, md5: str | None, cache_subdir: str) -> Pa
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of a file's bytes (read a megabyte at a time)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
