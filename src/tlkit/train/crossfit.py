@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tlkit.evaluation.calibration import nll, softmax
 from tlkit.train.probe import HeadFit, _solve, calibrate_temperature, standardiser
 
 #: The L2 strengths tried (scikit-learn's C: larger is weaker regularisation).
@@ -66,11 +65,11 @@ class CrossFit:
     @property
     def probabilities(self) -> np.ndarray:
         """Calibrated out-of-fold probabilities (the temperature applied)."""
-        return softmax(self.logits / self.head.temperature)
+        return _softmax(self.logits / self.head.temperature)
 
     def probabilities_before(self) -> np.ndarray:
         """Out-of-fold probabilities before the temperature."""
-        return softmax(self.logits)
+        return _softmax(self.logits)
 
     @property
     def accuracy(self) -> float:
@@ -195,7 +194,7 @@ def cross_fit_linear_head(
                 out[held] = sx[held] @ coef.T + bias
             t = calibrate_temperature(out, y)
             logits[c, mirrored], temperatures[c, mirrored] = out, t
-            scores[c, mirrored] = (nll(softmax(out / t), y), float(np.mean(out.argmax(axis=1) == y)))
+            scores[c, mirrored] = (_log_loss(out / t, y), float(np.mean(out.argmax(axis=1) == y)))
     # the lowest out-of-fold log loss; ties to no mirroring, then the strongest regularisation
     chosen = min(scores, key=lambda key: (round(scores[key][0], 6), key[1], key[0]))
     temperature = temperatures[chosen]
@@ -211,3 +210,14 @@ def cross_fit_linear_head(
     )
     return CrossFit(head, logits[chosen], y, k, scores, mirrored=chosen[1],
                     mirror_offered=sf is not None)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    p = _softmax(logits)[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))

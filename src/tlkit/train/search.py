@@ -34,7 +34,6 @@ import keras
 import numpy as np
 
 from tlkit.data.pipeline import iterate_images
-from tlkit.evaluation.calibration import nll, softmax
 from tlkit.freeze.lr import apply_lr_multipliers
 from tlkit.models.heads import head_layers
 from tlkit.train.optim import build_optimizer
@@ -189,10 +188,10 @@ def search_freeze(
         feats["pooled"][fit_i], y[fit_i], num_classes,
         holdout_data=(feats["pooled"][held_i], y[held_i]),
     )
-    probs = softmax(feats["pooled"][held_i] @ probe.kernel + probe.bias)
+    probs = _softmax(feats["pooled"][held_i] @ probe.kernel + probe.bias)
     result.candidates.append(
         Candidate(
-            "all", probe.holdout_accuracy, nll(probs, y[held_i]), 0,
+            "all", probe.holdout_accuracy, _log_loss(probs, y[held_i]), 0,
             time.perf_counter() - t, int(probe.kernel.size + probe.bias.size),
             f"head by solver, C={probe.c:g}",
         )
@@ -260,3 +259,13 @@ def pick(candidates: list[Candidate], prior: str) -> Candidate:
         key=lambda c: (round(c.accuracy, 6), c.policy == prior,
                        -(c.loss if c.loss is not None else 0.0), -order[id(c)]),
     )
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1))))
