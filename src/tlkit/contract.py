@@ -5,10 +5,11 @@ contract, which a run stores as ``preprocessing.json`` (and every export copies)
 
 ==============  ==========================================================================
 decoder         TensorFlow's (``tf.io.decode_jpeg`` / ``decode_png``), 8-bit RGB. Files that
-                decoder cannot be trusted with (EXIF-rotated, CMYK, 16-bit, alpha, palette,
-                WebP, GIF, BMP, ...) are first converted by PIL: orientation applied, alpha
-                composited on white; the data check does this for training, predict for its
-                files (:func:`tlkit.data.images.load_for_model`).
+                decoder cannot be trusted with (EXIF-rotated, transparent pixels, CMYK
+                without Adobe's marker, WebP, GIF, BMP, TIFF) are first converted by PIL:
+                orientation applied, alpha composited on white; the data check does this
+                for training, predict for its files (:func:`tlkit.data.images.load_for_model`).
+                Grey, 16-bit and opaque palette images are read as they are.
 resize          ``squash``, ``centre_crop`` (default) or ``pad``
                 (:data:`tlkit.imageops.RESIZE_POLICIES`): the image becomes a square of
                 ``eval_size``, whose central ``input_size`` square the model sees.

@@ -112,7 +112,7 @@ def test_predict_decodes_and_shapes_exactly_as_validation(mixed_folder, tmp_path
     for bit: the same TensorFlow decoder, the same EXIF handling, the same geometry."""
     bundle = prepare_data(DataConfig(source=str(mixed_folder), val_split=0.3, test_split=0.0),
                           seed=0, run_dir=tmp_path / "run", progress=False)
-    assert [c["reason"] for c in bundle.report.converted] == ["EXIF orientation"]
+    assert [c["reason"] for c in bundle.report.converted] == ["EXIF-rotated"]
     contract = Contract(32, "centre_crop", 36)
     seen = 0
     for split in (bundle.train, bundle.val):

@@ -54,36 +54,49 @@ def test_broken_files_are_skipped_and_listed(image_folder, tmp_path):
 
 
 def _odd_images(folder):
-    """One image per mode/format that tf.io.decode_image would misread."""
+    """Images in modes and formats TensorFlow's decoder misreads (or cannot read)."""
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[..., 0] = 255  # red, fully transparent: must become white
     Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
-    Image.fromarray(np.full((16, 16), 90, np.uint8), "L").save(folder / "gray.png")
     Image.fromarray(np.full((16, 16, 2), 200, np.uint8), "LA").save(folder / "la.png")
-    Image.new("RGB", (16, 16), (10, 200, 30)).convert("P").save(folder / "palette.png")
-    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
-    sixteen = np.full((16, 16), 65535, np.uint16)
-    sixteen[:8] = 32896
-    Image.fromarray(sixteen).save(folder / "deep16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 3  # upside down
+    grey = np.zeros((16, 16), np.uint8)
+    grey[12:] = 90
+    Image.fromarray(grey, "L").save(folder / "rotated.jpg", exif=exif.tobytes())
     Image.new("RGB", (16, 16), (0, 0, 250)).save(folder / "blue.webp", lossless=True)
     Image.new("RGB", (16, 16), (250, 250, 0)).save(folder / "anim.gif")
     Image.new("RGB", (16, 16), (5, 5, 5)).save(folder / "dark.bmp")
+    Image.new("RGB", (16, 16), (7, 8, 9)).save(folder / "page.tif")
+
+
+def _plain_images(folder):
+    """Grey, palette, 16-bit, opaque RGBA and Adobe CMYK: TensorFlow reads them as they are."""
+    Image.fromarray(np.full((16, 16), 90, np.uint8), "L").save(folder / "gray.png")
+    Image.fromarray(np.full((16, 16), 90, np.uint8), "L").save(folder / "gray.jpg")
+    Image.new("RGB", (16, 16), (10, 200, 30)).convert("P").save(folder / "palette.png")
+    sixteen = np.full((16, 16), 65535, np.uint16)
+    sixteen[:8] = 32896
+    Image.fromarray(sixteen).save(folder / "deep16.png")
+    Image.new("RGBA", (16, 16), (1, 2, 3, 255)).save(folder / "opaque.png")
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
 
 
 def test_odd_formats_are_converted_and_decodable(image_folder, tmp_path):
     _odd_images(image_folder / "cat")
+    _plain_images(image_folder / "dog")
     bundle = _load(image_folder)
     report = check_data(bundle, tmp_path / "run", progress=False)
     converted = {c["path"].rsplit("/", 1)[-1]: c for c in report.converted}
-    assert set(converted) == {
-        "rgba.png", "gray.png", "la.png", "palette.png", "cmyk.jpg",
-        "deep16.png", "blue.webp", "anim.gif", "dark.bmp",
+    assert {n: c["reason"] for n, c in converted.items()} == {
+        "rgba.png": "transparent pixels", "la.png": "transparent pixels",
+        "rotated.jpg": "EXIF-rotated", "blue.webp": "WEBP format", "anim.gif": "GIF format",
+        "dark.bmp": "BMP format", "page.tif": "TIFF format",
     }  # fmt: skip
-    assert converted["deep16.png"]["reason"] == "16-bit PNG"
     assert not report.skipped
     out = tmp_path / "run" / "data_cache" / "converted"
     paths = bundle.train.paths + bundle.val.paths
-    assert sum(p.startswith(str(out)) for p in paths) == 9
+    assert sum(p.startswith(str(out)) for p in paths) == 7
     import tensorflow as tf
 
     for name, item in converted.items():
@@ -91,16 +104,23 @@ def test_odd_formats_are_converted_and_decodable(image_folder, tmp_path):
         assert image.shape == (16, 16, 3) and image.dtype == np.uint8, name
     pixel = {n: np.asarray(Image.open(c["to"]))[12, 0].tolist() for n, c in converted.items()}
     assert pixel["rgba.png"] == [255, 255, 255]
-    assert pixel["gray.png"] == [90, 90, 90]
-    assert pixel["deep16.png"] == [255, 255, 255]
-    assert np.asarray(Image.open(converted["deep16.png"]["to"]))[0, 0].tolist() == [128] * 3
+    assert pixel["rotated.jpg"][0] < 10 and pixel["rotated.jpg"][0] == pixel["rotated.jpg"][2]
     assert pixel["blue.webp"] == [0, 0, 250]
-    cmyk = pixel["cmyk.jpg"]
-    assert cmyk[0] > 200 and cmyk[1] < 60 and cmyk[2] < 60  # C=0, M=Y=255 is red
+    # what is read as it is: TensorFlow's pixels are PIL's
+    plain = {p.rsplit("/", 1)[-1]: p for p in paths if "/dog/" in p and "/0" not in p}
+    assert set(plain) == {"gray.png", "gray.jpg", "palette.png", "deep16.png", "opaque.png",
+                          "cmyk.jpg"}
+    seen = {n: tf.io.decode_image(tf.io.read_file(p), channels=3).numpy()[12, 0].tolist()
+            for n, p in plain.items()}
+    assert seen["gray.png"] == seen["gray.jpg"] == [90, 90, 90]
+    assert seen["deep16.png"] == [255, 255, 255]
+    assert seen["palette.png"] == [0, 204, 51]  # the web palette's nearest colour, as PIL reads
+    assert seen["opaque.png"] == [1, 2, 3]
+    assert seen["cmyk.jpg"][0] > 200 and max(seen["cmyk.jpg"][1:]) < 60  # C=0, M=Y=255: red
     # splits.csv keeps the original paths
     save_splits(bundle, tmp_path / "run" / "splits.csv")
     text = (tmp_path / "run" / "splits.csv").read_text()
-    assert "cmyk.jpg" in text and str(out) not in text
+    assert "page.tif" in text and str(out) not in text
 
 
 def test_conversion_without_run_dir_uses_a_temp_folder(image_folder):
@@ -109,8 +129,8 @@ def test_conversion_without_run_dir_uses_a_temp_folder(image_folder):
     report = check_data(bundle, progress=False)
     target = report.converted[0]["to"]
     assert "tlkit-converted-" in target
-    assert any("converted copies are in" in n for n in report.notes)
-    shutil.rmtree(target.rsplit("/", 1)[0])
+    assert f"1 WEBP format) into {target.rsplit('/', 1)[0]}" in report.format()
+    shutil.rmtree(target.rsplit("/", 1)[0])  # the process would remove it at exit
 
 
 def test_duplicates_across_train_and_val_are_reported(tmp_path):
@@ -149,8 +169,9 @@ def test_in_memory_bundle_is_counted_and_hashed():
 
 def test_doctor_remembers_results_in_the_run_folder(image_folder, tmp_path, monkeypatch):
     (image_folder / "cat" / "zero.jpg").write_bytes(b"")
-    Image.new("CMYK", (8, 8)).save(image_folder / "dog" / "c.jpg")
+    Image.new("RGB", (8, 8)).save(image_folder / "dog" / "c.tif")
     first = check_data(_load(image_folder), tmp_path / "run", progress=False)
+    assert [c["reason"] for c in first.converted] == ["TIFF format"]
 
     def fail(path, converter):
         raise AssertionError(f"{path} read again")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,13 +197,8 @@ class DataReport:
             limit,
             lambda d: f"{d['path']} [{d['split']}]: {d['reason']}",
         )
-        _list(
-            lines,
-            f"converted {len(self.converted)} files to RGB PNG",
-            self.converted,
-            limit,
-            lambda d: f"{d['path']}: {d['reason']}",
-        )
+        if self.converted:
+            lines.append(f"  {converted_summary(self.converted)}")
         _list(
             lines,
             f"{len(self.duplicates)} exact duplicates in train and val/test or in several classes",
@@ -247,6 +244,19 @@ class DataReport:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def converted_summary(converted: list[dict[str, Any]]) -> str:
+    """One line for the data check's copies: how many, why (most common reason first), where.
+
+    Conversions are routine (a folder of phone photos may be mostly EXIF-rotated), so the
+    terminal gets this line and ``converted`` (``data_report.json`` in a run) keeps the list.
+    """
+    reasons = Counter(c["reason"] for c in converted)
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    folders = sorted({os.path.dirname(c["to"]) for c in converted if c.get("to")})
+    where = f" into {folders[0]}" if len(folders) == 1 else ""
+    return f"converted {len(converted)} files TensorFlow cannot read as they are ({why}){where}"
 
 
 def _list(lines: list[str], title: str, items: list, limit: int, fmt) -> None:

@@ -1,16 +1,20 @@
 """The data doctor: open every image once before training, so bad data never kills a run.
 
 Unreadable files are removed from their split and listed with the reason; images that
-tf.io.decode_image would misread (CMYK, 16-bit, alpha, palette, webp, GIF, BMP, EXIF-rotated,
-grayscale) are replaced by RGB PNG copies; byte-identical images shared by train and val/test,
-small classes and the class imbalance go into the report.
+TensorFlow's decoder would misread (EXIF-rotated, with transparent pixels, CMYK without Adobe's
+marker, BMP, GIF, WebP, TIFF; :func:`tlkit.data.images.conversion_reason`) are replaced by RGB PNG
+copies, while grey, palette and 16-bit JPEG/PNG files, which it widens to RGB itself, are read
+as they are; byte-identical images shared by train and val/test, small classes and the class
+imbalance go into the report.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -24,6 +28,8 @@ from tlkit.io import atomic_path, atomic_write_json
 
 CONVERTED_DIR = Path("data_cache") / "converted"
 _CACHE_FILE = Path("data_cache") / "doctor.json"
+#: Bumped when what counts as needing conversion changes, so older verdicts are not reused.
+_CACHE_VERSION = 2
 
 
 def check_data(
@@ -37,8 +43,10 @@ def check_data(
 ) -> DataReport:
     """Check every image of ``bundle`` and fix what can be fixed, in place.
 
-    Skipped files leave their split; converted files are swapped for PNG copies in
-    ``run_dir/data_cache/converted/`` (a temporary folder without ``run_dir``). With a
+    Skipped files leave their split; files TensorFlow cannot read as they are are swapped for
+    PNG copies in ``run_dir/data_cache/converted/``. Without ``run_dir`` the copies go to a
+    ``tlkit-converted-*`` folder in the system's temporary directory, made only when a file
+    needs one and removed when the process exits (normally, on an error or on Ctrl-C). With a
     ``run_dir``, results are remembered in ``data_cache/doctor.json`` by path, size and
     modification time, so a resumed run does not read unchanged files again.
 
@@ -65,8 +73,6 @@ def check_data(
     digests: dict[str, list[dict]] = {}
     for name, split in bundle.splits().items():
         setattr(bundle, name, _apply(name, split, bundle, results, digests, report))
-    if converter.folder is not None and report.converted:
-        report.notes.append(f"converted copies are in {converter.folder}")
     report.duplicates = _cross_split_duplicates(digests)
     bundle.refresh_counts()
     _check_classes(bundle, min_images_per_class, strict)
@@ -210,13 +216,30 @@ class _Converter:
     def write(self, path: str, sha1: str, image) -> str:
         with self._lock:
             if self.folder is None:
-                self.folder = Path(tempfile.mkdtemp(prefix="tlkit-converted-"))
+                self.folder = _temporary_folder()
             self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{Path(path).stem[:60]}-{sha1[:12]}.png"
         if not target.exists():
             with atomic_path(target) as tmp:
                 image.save(tmp, format="PNG")
         return str(target)
+
+
+def _temporary_folder() -> Path:
+    """A fresh ``tlkit-converted-*`` folder that this process removes when it exits.
+
+    The bundle's paths point into it for as long as the process lives (datasets read them
+    lazily), so it is tied to the process, not to the converter: ``atexit`` runs on a normal
+    exit, ``sys.exit`` and an uncaught exception, KeyboardInterrupt included.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="tlkit-converted-"))
+    atexit.register(_remove_folder, folder, os.getpid())
+    return folder
+
+
+def _remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child, which shares the parent's handlers
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _DoctorCache:
@@ -228,9 +251,11 @@ class _DoctorCache:
         self.entries: dict[str, dict] = {}
         if file is not None and file.exists():
             try:
-                self.entries = json.loads(file.read_text())
+                saved = json.loads(file.read_text())
             except (OSError, ValueError):
-                self.entries = {}
+                saved = {}
+            if isinstance(saved, dict) and saved.get("version") == _CACHE_VERSION:
+                self.entries = saved.get("entries", {})
 
     def get(self, path: str) -> dict | None:
         entry = self.entries.get(path)
@@ -248,7 +273,7 @@ class _DoctorCache:
 
     def save(self) -> None:
         if self.file is not None and self.entries:
-            atomic_write_json(self.file, self.entries)
+            atomic_write_json(self.file, {"version": _CACHE_VERSION, "entries": self.entries})
 
 
 def _stamp(path: str) -> list[int] | None:

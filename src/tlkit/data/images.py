@@ -13,8 +13,14 @@ from tlkit.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
-#: What tf.io.decode_image reads correctly as is; anything else is converted to RGB PNG.
-_DECODABLE_AS_IS = {"JPEG", "PNG"}
+#: Modes TensorFlow's JPEG decoder reads as PIL's ``convert("RGB")`` does (within the JPEG
+#: decoders' rounding); CMYK and YCCK only with an Adobe APP14 marker (see conversion_reason).
+_JPEG_AS_IS = {"L", "RGB", "CMYK"}
+#: Modes TensorFlow's PNG decoder reads as :func:`to_rgb` does: 1, 2, 4 and 8-bit grey and
+#: palette, 16-bit grey (the high byte, within one level of PIL's rounding), RGB of either depth
+#: (PIL reads 16-bit RGB as 8-bit), and alpha modes while every pixel is opaque.
+_PNG_AS_IS = {"1", "L", "P", "RGB", "I;16", "I;16B", "I;16L", "LA", "RGBA"}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 class BadImageError(UserError):
@@ -71,21 +77,39 @@ def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     return image
 
 
-def conversion_reason(image: Image.Image, data: bytes) -> str | None:
-    """Why ``image`` must be converted before tf.io.decode_image sees it, or ``None``.
+def conversion_reason(image: Image.Image, data: bytes | None = None) -> str | None:
+    """Why TensorFlow's decoder would not read ``image`` as :func:`to_rgb` does, or ``None``.
 
-    tf.io.decode_image cannot be trusted with CMYK, 16-bit, alpha, palette, webp, animated or
-    EXIF-rotated images, so those get an RGB PNG copy.
+    ``tf.io.decode_image(..., channels=3)`` (and ``decode_and_crop_jpeg``, which training
+    uses) widens grey and palette images to RGB and scales 16-bit PNGs to 8 bits itself, so
+    those are read as they are. It ignores EXIF orientation and alpha, inverts CMYK JPEGs that
+    lack Adobe's APP14 marker, misreads palette BMPs, cannot read TIFF, and fails on WebP with
+    alpha or animation: such files get an RGB PNG copy. Each case was checked against TF's
+    decoder (docs/data.md, "What is converted").
+
+    Args:
+        image: The file as :func:`read_image` opened it.
+        data: Its bytes (not needed: PIL's header fields say all; kept for older callers).
+
+    Returns:
+        A short reason (``"EXIF-rotated"``, ``"transparent pixels"``, ``"CMYK without Adobe
+        marker"``, ``"TIFF format"``, ``"mode I"``), or ``None`` for a file to read as is.
     """
     fmt = image.format or "unknown"
-    if fmt not in _DECODABLE_AS_IS:
+    if fmt not in ("JPEG", "PNG"):
         return f"{fmt} format"
-    if fmt == "PNG" and len(data) > 24 and data[24] == 16:
-        return "16-bit PNG"
-    if image.mode != "RGB":
-        return f"mode {image.mode}"
     if _orientation(image) not in (None, 1):
-        return "EXIF orientation"
+        return "EXIF-rotated"
+    if fmt == "JPEG":
+        if image.mode not in _JPEG_AS_IS:
+            return f"mode {image.mode}"
+        if image.mode == "CMYK" and "adobe" not in image.info:
+            return "CMYK without Adobe marker"
+        return None
+    if image.mode not in _PNG_AS_IS:
+        return f"mode {image.mode}"
+    if _has_alpha(image) and image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        return "transparent pixels"
     return None
 
 
@@ -102,16 +126,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         mode = "L"
     if mode == "RGB":
         return image
-    has_alpha = (
-        mode in ("RGBA", "LA", "PA", "RGBa", "La")
-        or (mode == "P" and "transparency" in image.info)
-        or (mode in ("L", "RGB", "1") and "transparency" in image.info)
-    )
-    if has_alpha:
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    """Whether :func:`to_rgb` composites ``image`` on white (an alpha channel, or a tRNS
+    colour in a grey or palette image; a 16-bit grey image's tRNS is dropped with its depth)."""
+    mode = image.mode
+    return mode in _ALPHA_MODES or (mode in ("P", "L", "1") and "transparency" in image.info)
 
 
 def _scale_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
@@ -134,10 +160,11 @@ def _orientation(image: Image.Image) -> int | None:
 def decode_for_model(path: str | os.PathLike):
     """An image file as training decodes it: uint8 RGB ``[H, W, 3]``.
 
-    JPEG and 8-bit RGB PNG files go to TensorFlow's decoder, as in the training pipeline
+    Files TensorFlow reads as they are (:func:`conversion_reason` is ``None``: JPEG and PNG,
+    grey and palette included) go to TensorFlow's decoder, as in the training pipeline
     (``tf.io.decode_jpeg`` and PIL disagree on a few levels in most pixels); anything else
-    (EXIF-rotated, CMYK, 16-bit, alpha, palette, other formats) is converted by PIL exactly as
-    the data check converts training files (:func:`to_rgb`).
+    (EXIF-rotated, transparent, CMYK without Adobe marker, other formats) is converted by PIL
+    exactly as the data check converts training files (:func:`to_rgb`).
 
     Raises:
         BadImageError: The file is missing, empty, not an image, truncated or corrupt.
