@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 
@@ -20,19 +21,88 @@ def shipped_catalog() -> list[dict] | None:
     return json.loads(entry.read_text())["models"]
 
 
+#: ``tlkit models``' widest line: it fits a terminal of 80 to 100 columns (--wide is one line
+#: a model, every fact on it, for wide terminals and grep).
+MAX_WIDTH = 100
+HEADINGS = {"official_weights": "ImageNet weights", "gmacs": "GMACs"}
+
+
+def _cell(row: dict, col: str) -> str:
+    value = row[col]
+    if col == "params":
+        return f"{value:,}"
+    if col == "official_weights":
+        return row.get("weights_from") or ("yes" if value else "-")
+    return str(value)
+
+
+def _table(rows: list[dict], cols: list[str]) -> list[str]:
+    """The one-line-a-model table (``--wide``)."""
+    table = [[HEADINGS.get(c, c) for c in cols]] + [[_cell(r, c) for c in cols] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+             for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _by_family(rows: list[dict], cols: list[str], width: int) -> list[str]:
+    """Models grouped by family under a header naming the family and its paper (a family whose
+    models come from two papers, AlexNet's and ZFNet's, gets a header for each); the last column
+    wraps within ``width``."""
+    table = [[HEADINGS.get(c, c) for c in cols]] + [[_cell(r, c) for c in cols] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+    indent = "  "
+    lead = len(indent) + sum(w + 2 for w in widths[:-1])
+    last = max(12, width - lead)
+
+    def line(cells: list[str]) -> list[str]:
+        head = [v.rjust(w) if col in ("params", "gmacs") else v.ljust(w)
+                for v, w, col in zip(cells[:-1], widths, cols, strict=False)]
+        tail = textwrap.wrap(cells[-1], last, break_on_hyphens=True) or [""]
+        first = (indent + "  ".join([*head, tail[0]])).rstrip()
+        return [first, *((" " * lead + more) for more in tail[1:])]
+
+    out = line(table[0])
+    out.append(indent + "  ".join("-" * min(w, last) if i == len(widths) - 1 else "-" * w
+                                  for i, w in enumerate(widths)))
+    families: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        families.setdefault(row["family"], []).append(i)
+    for family, members in families.items():
+        paper = None
+        for i in members:
+            if rows[i]["paper"] != paper:
+                paper = rows[i]["paper"]
+                out.append("")
+                out += textwrap.wrap(f"{family}: {paper}", width, subsequent_indent="    ",
+                                     break_on_hyphens=False)
+            out += line(table[i + 1])
+    return out
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return max(60, min(MAX_WIDTH, shutil.get_terminal_size((MAX_WIDTH, 24)).columns))
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--no-stats", is_flag=True, help="Leave out the parameter and MAC counts.")
+@click.option("--wide", is_flag=True,
+              help="One line a model with its paper and description (about 300 columns).")
 @click.option(
     "--rebuild", is_flag=True,
     help="Build every model to count (slow) instead of printing the shipped listing.",
 )
 @handle_errors
-def models(as_json: bool, no_stats: bool, rebuild: bool) -> None:
-    """List every architecture: paper, parameters, GMACs, input, official weights.
+def models(as_json: bool, no_stats: bool, wide: bool, rebuild: bool) -> None:
+    """List every architecture by family, under its paper: input, parameters, GMACs, weights.
 
     The listing shipped with tlkit answers at once, without TensorFlow; --rebuild builds every
-    model from the registry (the tests check that both agree).
+    model from the registry (the tests check that both agree). `tlkit summary ID` shows one
+    model's description and its per-layer table; --json has every fact of every model.
     """
     rows = None if rebuild else shipped_catalog()
     if rows is None:
@@ -48,25 +118,13 @@ def models(as_json: bool, no_stats: bool, rebuild: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    cols = ["id", "family", "paper", "input", "params", "gmacs", "official_weights"]
-    if no_stats:
-        cols = [c for c in cols if c not in ("params", "gmacs")]
-    names = {"official_weights": "imagenet weights", "gmacs": "GMACs"}
-
-    def cell(row, col):
-        v = row[col]
-        if col == "params":
-            return f"{v:,}"
-        if col == "official_weights":
-            return row.get("weights_from") or ("yes" if v else "-")
-        return str(v)
-
-    table = [[names.get(c, c) for c in cols]] + [[cell(r, c) for c in cols] for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
-    for i, r in enumerate(table):
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    stats = [] if no_stats else ["params", "gmacs"]
+    if wide:
+        lines = _table(rows, ["id", "family", "paper", "input", *stats, "official_weights",
+                              "description"])
+    else:
+        lines = _by_family(rows, ["id", "input", *stats, "official_weights"], _terminal_width())
+    click.echo("\n".join(lines))
 
 
 @click.command("summary")

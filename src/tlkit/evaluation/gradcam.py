@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlkit.models.heads import single_input
+
 
 def last_feature_map(model: keras.Model):
     """The layer whose output is the model's last spatial feature map."""
@@ -38,7 +40,7 @@ def last_feature_map(model: keras.Model):
 def grad_cam(model: keras.Model, images: np.ndarray, classes=None) -> np.ndarray:
     """Heat maps ``[N, H, W]`` in 0..1 for ``classes`` (default: each image's prediction)."""
     layer = last_feature_map(model)
-    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    probe = keras.Model(single_input(model), [layer.output, model.outputs[0]])
     x = tf.convert_to_tensor(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
         fmap, probs = probe(x, training=False)

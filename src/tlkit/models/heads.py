@@ -115,6 +115,13 @@ def _float32_output(layer) -> None:
         layer.dtype_policy = keras.DTypePolicy("float32")
 
 
+def single_input(model: keras.Model):
+    """``model``'s input as Keras records it for a one-input model: the tensor, not a list of
+    one (a model built on the list warns "structure of `inputs` doesn't match" on every call
+    with a plain array once saved and loaded)."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def inference_model(model: keras.Model) -> keras.Model:
     """The model to save, export and serve: only the main output (auxiliary classifiers left
     out), and a training-only augmentation layer (``augment.device: model``, the identity at
@@ -122,8 +129,7 @@ def inference_model(model: keras.Model) -> keras.Model:
 
     The layers are shared with ``model``, not copied.
     """
-    outputs = model.outputs if len(model.outputs) == 1 else model.outputs[0]
-    model = keras.Model(model.inputs, outputs, name=model.name)
+    model = keras.Model(single_input(model), model.outputs[0], name=model.name)
     if not any(getattr(layer, "training_only", False) for layer in model.layers):
         return model
 
@@ -168,7 +174,7 @@ def head_layers(model: keras.Model) -> list:
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The frozen part of a transfer model: image -> the tensor feeding the head."""
     first = head_layers(model)[0]
-    return keras.Model(model.inputs, first.input, name=f"{model.name}_features")
+    return keras.Model(single_input(model), first.input, name=f"{model.name}_features")
 
 
 def build_head_model(model: keras.Model) -> keras.Model:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class ModelSummary:
     total_params: int = 0
     trainable_params: int = 0
     total_macs: int = 0
+    description: str = ""
+    paper: str = ""
 
     def format(self, all_layers: bool = False) -> str:
         """Render as a text table; by default only layers with a kernel or weights."""
@@ -71,9 +74,14 @@ class ModelSummary:
         ]
         widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
         line = "  ".join(f"{{:<{w}}}" for w in widths)
-        out = [f"{self.name}  input {'x'.join(map(str, self.input_shape))}", line.format(*header)]
+        out = [f"{self.name}  input {'x'.join(map(str, self.input_shape))}"]
+        for label, text in (("", self.description), ("paper: ", self.paper)):
+            if text:
+                out += textwrap.wrap(f"{label}{text}", 100, subsequent_indent="    ",
+                                     break_on_hyphens=False)
+        out.append(line.format(*header).rstrip())
         out.append("  ".join("-" * w for w in widths))
-        out += [line.format(*b) for b in body]
+        out += [line.format(*b).rstrip() for b in body]
         out.append(
             f"total: {self.total_params:,} parameters ({self.trainable_params:,} trainable), "
             f"{self.total_macs:,} multiply-adds ({self.total_macs / 1e9:.2f} GMACs)"
@@ -87,6 +95,8 @@ class ModelSummary:
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
             "total_macs": self.total_macs,
+            "description": self.description,
+            "paper": self.paper,
             "layers": [
                 {**asdict(r), "output": list(r.output), "receptive_field": r.receptive_field_text}
                 for r in self.rows
@@ -218,7 +228,7 @@ def summary(
     extra = {} if classes is None else {"classes": classes}
     model = info.build(include_top=include_top, input_shape=(size, size, info.channels), **extra)
     result = summarize_model(model)
-    result.name = info.id
+    result.name, result.description, result.paper = info.id, info.description, info.paper
     return result
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from tlkit.data.pipeline import iterate_images
 from tlkit.freeze.lr import apply_lr_multipliers
-from tlkit.models.heads import head_layers
+from tlkit.models.heads import head_layers, single_input
 from tlkit.train.optim import build_optimizer
 from tlkit.train.probe import HeadFit, fit_linear_head, holdout_split, set_linear_head
 
@@ -173,7 +173,7 @@ def search_freeze(
     boundaries = {c: _boundary_output(model, freezer, c) for c in candidates if c not in ("all", "none")}
     pooled = head_layers(model)[0].input
     outputs = [pooled, *boundaries.values()]
-    extractor = keras.Model(model.inputs, outputs)
+    extractor = keras.Model(single_input(model), outputs)
     feats = extractor.predict(x, batch_size=max(batch_size, 128), verbose=0)
     feats = dict(zip(["pooled", *boundaries], feats, strict=True))
     start_weights = model.get_weights()
