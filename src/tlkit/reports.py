@@ -34,41 +34,55 @@ def _pyplot():
     return plt
 
 
-def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "",
-                best_epoch: int | None = None) -> None:
-    """Loss and accuracy per epoch, training and validation: stage changes marked (dotted, with
-    the stage number), the epoch saved as ``model.keras`` marked (``best_epoch``), and a loss
-    scale that one huge early value (a from-scratch first epoch) does not flatten: such values
-    are drawn at the top edge and labelled."""
+def has_curves(history: Sequence[dict[str, Any]]) -> bool:
+    """Whether ``history`` makes a curve: two epochs or more of gradient steps. A head fitted in
+    one solve on cached features (its single row has ``steps`` 0) or a single epoch has none."""
+    trained = [row for row in history if row.get("steps", 1)]
+    return len(trained) >= 2
+
+
+def curves_figure(history: Sequence[dict[str, Any]], title: str = "",
+                  best_epoch: int | None = None):
+    """:func:`plot_curves`' matplotlib figure (the caller closes it)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
+    changes = [row for row, prev in zip(history[1:], history[:-1], strict=False)
+               if row.get("stage") != prev.get("stage")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        drawn = []
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = [row.get(prefix + metric) for row in history]
-            if any(v is not None for v in values):
-                label = "validation" if prefix else "training"
-                ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
-                drawn += [v for v in values if v is not None]
+        series = {prefix: [row.get(prefix + metric) for row in history]
+                  for prefix in ("", "val_")}
+        drawn = [v for values in series.values() for v in values if v is not None]
+        heading, limit = metric, None
         if metric == "loss" and len(drawn) > 3:
             typical = float(np.percentile(drawn, 75))
             top = max(drawn)
             if top > 3 * typical > 0:
                 limit = 1.5 * typical
                 ax.set_ylim(bottom=0, top=limit)
-                ax.annotate(f"off scale: up to {top:.3g}", xy=(0.02, 0.97),
-                            xycoords="axes fraction", va="top", fontsize=8, color="grey")
-        for row, prev in zip(history[1:], history[:-1], strict=False):
-            if row.get("stage") != prev.get("stage"):
-                ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8, linestyle=":")
-                ax.annotate(f"stage {row.get('stage')}", xy=(row["epoch"] - 0.45, 0.02),
-                            xycoords=("data", "axes fraction"), fontsize=7, color="grey")
+                heading = f"loss (\u25b2 off scale, up to {top:.3g})"
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = series[prefix]
+            if not any(v is not None for v in values):
+                continue
+            label = "validation" if prefix else "training"
+            (line,) = ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
+            if limit:
+                over = [x for x, v in zip(epochs, values, strict=True)
+                        if v is not None and v > limit]
+                ax.plot(over, [limit] * len(over), "^", color=line.get_color(), markersize=7,
+                        clip_on=False)
+        for row in changes:  # above the axes, where no curve runs
+            ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8, linestyle=":")
+            ax.annotate(f"stage {row.get('stage')}", xy=(row["epoch"] - 0.5, 1.01),
+                        xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                        fontsize=7, color="grey", annotation_clip=False)
         if best_epoch:
             ax.axvline(best_epoch, color="#C44E52", linewidth=1.0, alpha=0.6,
                        label=f"saved (epoch {best_epoch})")
+        ax.set_title(heading, fontsize=10, pad=14 if changes else 6)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
@@ -77,9 +91,30 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def curves_png(history: Sequence[dict[str, Any]], title: str = "",
+               best_epoch: int | None = None) -> bytes:
+    """:func:`plot_curves`' figure as PNG bytes (for a page that embeds it)."""
+    fig = curves_figure(history, title, best_epoch)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str = "",
+                best_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, training and validation: stage changes marked (dotted, the
+    stage number above the axes), the epoch saved as ``model.keras`` marked (``best_epoch``),
+    and a loss scale that one huge early value (a from-scratch first epoch) does not flatten:
+    such values run off the top, marked by a triangle at the top edge, and the panel's title says how high
+    they went (a title, not text inside the axes, so it never covers a curve)."""
+    fig = curves_figure(history, title, best_epoch)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -81,9 +81,9 @@ def test_finetune_writes_a_self_contained_escaped_report(run):
     out, result = run
     page = (out / "report.html").read_text()
     assert "report.html" in result.output
-    for section in ("Summary", "Data", "Freeze decision", "Training curves", "Calibration",
-                    "Most confused pairs", "Highest-loss val images", "Grad-CAM",
-                    "Resolved recipe", "Skipped files"):
+    for section in ("Summary", "Training", "training curves", "Calibration",
+                    "Most confused pairs", "Highest-loss val images", "Grad-CAM", "Data",
+                    "Data issues", "unreadable files skipped", "Resolved recipe"):
         assert section in page, section
     assert EVIL not in page and "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;dogs&quot;" in page
     assert "<script" not in page and "http://" not in page and "https://" not in page

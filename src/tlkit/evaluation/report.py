@@ -1,12 +1,15 @@
 """``report.html``: one self-contained page per run (images embedded, no network, opens from the
 file system).
 
-Sections: summary, data (counts, skipped and converted files, imbalance), freeze decision and
-search table, training curves (stages and the saved epoch marked), confusion matrix and the most
-confused pairs, per-class precision/recall/F1, calibration (reliability diagram), the validation
-images with the highest loss, Grad-CAM maps over a sample of errors and of correct predictions,
-the evaluation and export tables when the run has them, and the resolved recipe. Every label,
-file and class name is HTML-escaped (class names come from folder names).
+Sections, results first: summary, training (freeze decision, the freeze search, the training
+curves with stages and the saved epoch marked, or what was fitted when there were no epochs),
+confusion matrix, per-class precision/recall/F1, calibration (reliability diagram), the most
+confused pairs, the validation images with the highest loss, Grad-CAM maps over a sample of
+errors and of correct predictions, the evaluation and export tables when the run has them; then
+the data (counts per class and split, imbalance), the data issues (skipped, converted and
+duplicate files, dropped classes: counted by reason, each list folded away) and the resolved
+recipe. Every label, file and class name is HTML-escaped (class names come from folder names).
+The page reads on a phone: only a wide table scrolls, inside its own box.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import html
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,10 @@ import numpy as np
 
 from tlkit.data.pipeline import iterate_images
 from tlkit.evaluate import load_trained, trained_in_memory
+from tlkit.evaluation.calibration import calibration_table
 from tlkit.evaluation.gradcam import grad_cam, overlay
 from tlkit.io import atomic_write_text
-from tlkit.reports import confusion_matrix
+from tlkit.reports import confusion_matrix, curves_png, has_curves
 
 REPORT_FILE = "report.html"
 GALLERY = 12
@@ -33,10 +38,13 @@ MAX_IMAGES = 2000
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;
-color:#222;line-height:1.45;padding:0 1em}
+color:#222;line-height:1.45;padding:0 1em;overflow-wrap:break-word}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}th{background:#f4f4f4}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f4;white-space:nowrap}.wide{overflow-x:auto;max-width:100%}
+table.summary td{overflow-wrap:anywhere}table.summary th{font-weight:600}
+details{margin:.4em 0 1em}summary{cursor:pointer}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 .tile{width:150px;font-size:.8em;text-align:center}
@@ -44,6 +52,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#b00}.good{color:#070}.muted{color:#777}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
 img.plot{max-width:100%}
+@media (max-width:600px){body{margin:1em auto;padding:0 .6em}td,th{padding:.2em .35em}}
 """
 
 
@@ -66,13 +75,25 @@ def _file_img(path: Path, alt: str) -> str:
     return f'<img class="plot" alt="{e(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else e(value)
+
+
 def _table(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+    """A table with a header row, in a box that scrolls sideways when it is wider than the
+    page (a phone), so the page itself never does. Empty cells read ``-``."""
     th = "".join(f"<th>{e(h)}</th>" for h in head)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{e(v)}</td>'
+        "<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{_cell(v)}</td>'
                          for i, v in enumerate(row)) + "</tr>"
         for row in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    return f'<div class="wide"><table><tr>{th}</tr>{body}</table></div>'
+
+
+def _row_table(rows: list[tuple[str, Any]]) -> str:
+    """A two-column table of ``(label, value)`` rows, labels as row headers (no header row)."""
+    body = "".join(f'<tr><th scope="row">{e(k)}</th><td>{_cell(v)}</td></tr>' for k, v in rows)
+    return f'<div class="wide"><table class="summary">{body}</table></div>'
 
 
 def _read_json(path: Path) -> dict | None:
@@ -164,6 +185,164 @@ def _sections_images(model, split_name, split, loaded, names, known=None) -> lis
     return out
 
 
+def _summary(metrics: dict, loaded, names: list[str]) -> list[tuple[str, Any]]:
+    """The summary table's rows; a row the run has no value for is left out."""
+    val, test = metrics.get("val") or {}, metrics.get("test") or {}
+    history = metrics.get("history") or []
+    if history and not has_curves(history) and not any(r.get("steps", 1) for r in history):
+        training = "head fitted in one solve on the frozen backbone's cached features (no epochs)"
+    elif metrics.get("epochs") is not None:
+        n = metrics["epochs"]
+        training = (f"{n} epoch{'' if n == 1 else 's'}, model.keras from epoch "
+                    f"{metrics.get('best_epoch')}")
+    else:
+        training = None
+    if metrics.get("resumed"):
+        training = f"{training or 'trained'}; resumed from a checkpoint"
+    rows: list[tuple[str, Any]] = [
+        ("backbone", metrics.get("backbone")), ("weights", metrics.get("weights")),
+        ("image size", metrics.get("image_size", loaded.image_size)), ("classes", len(names)),
+        ("training", training),
+    ]
+    for split, scores in (("val", val), ("test", test)):
+        if scores.get("top1") is None:
+            continue
+        label, value = f"{split} top-1", _pct(scores["top1"])
+        if scores.get("top5") is not None:
+            label, value = f"{split} top-1 / top-5", f"{value} / {_pct(scores['top5'])}"
+        rows.append((label, f"{value} on {scores['count']} images" if scores.get("count")
+                     else value))
+    cv = metrics.get("cross_validation")
+    if cv and cv.get("accuracy") is not None:
+        rows.append(("cross-validated top-1", f"{_pct(cv['accuracy'])} ± "
+                     f"{_pct(cv.get('accuracy_se'))} ({cv.get('folds')}-fold, "
+                     f"{cv.get('images')} labelled images)"))
+    described = loaded.contract.describe()
+    rows.append(("preprocessing", described.removeprefix("preprocessing:").strip()))
+    rows.append(("seconds", metrics.get("seconds")))
+    return [(k, v) for k, v in rows if v is not None]
+
+
+def _freeze_search(search: dict | None) -> list[str]:
+    """The freeze search: the grid's table, or what the evidence compared and why it chose."""
+    if not search:
+        return []
+    if search.get("candidates"):
+        rows = [[c.get("policy"), c.get("trainable_params"), _pct(c.get("accuracy")),
+                 None if c.get("loss") is None else f"{c['loss']:.4f}", c.get("epochs"),
+                 f"{c.get('seconds', 0):.1f}", c.get("note")]
+                for c in search["candidates"]]
+        head = ["policy", "trainable params", "held-out accuracy", "held-out loss", "epochs",
+                "seconds", "note"]
+        if not any(r[-1] for r in rows):
+            head, rows = head[:-1], [r[:-1] for r in rows]
+        return [f"<p>Freeze search on {e(search.get('holdout_images'))} held-out images "
+                f"chose <b>{e(search.get('chosen'))}</b> (the rule's choice: "
+                f"{e(search.get('prior'))}).</p>", _table(head, rows, {1, 4, 5})]
+    if search.get("method") == "evidence":
+        tuned = search.get("candidate") if search.get("prior") == "all" else search.get("prior")
+        rows = [["all (frozen backbone, head cross-fitted)", search.get("frozen_accuracy"),
+                 search.get("frozen_loss")],
+                [f"{tuned} (fine-tuned {search.get('tuned_epochs')} epochs)",
+                 search.get("tuned_accuracy"), search.get("tuned_loss")]]
+        rows = [[policy, _pct(acc), None if loss is None else f"{loss:.4f}"]
+                for policy, acc, loss in rows]
+        return [f"<p>Freeze search on {e(search.get('images'))} validation images (the rule "
+                f"says {e(search.get('prior'))}) chose <b>{e(search.get('chosen'))}</b>: "
+                f"{e(search.get('reason'))}.</p>",
+                _table(["policy", "val accuracy", "val log loss"], rows, {1, 2})]
+    return []
+
+
+def _calibration(record: dict) -> list[str]:
+    """The temperature decision and its ECE and NLL: in sample, out of fold, and on test."""
+    sentences, table = calibration_table(record)
+    parts = [f"<p>{e(sentences[0])}</p>"]
+    if table:
+        parts.append(_table(*table, {1, 2, 3, 4, 5}))
+    parts += [f"<p>{e(text)}</p>" for text in sentences[1:]]
+    return parts
+
+
+def _training(metrics: dict, run_dir: Path) -> list[str]:
+    """The curves, or, for a run without epochs to draw, one sentence on what was fitted."""
+    history = metrics.get("history")
+    if history is None:  # a run from before metrics.json kept its history
+        return [_file_img(run_dir / "curves.png", "training curves")]
+    if has_curves(history):
+        data = base64.b64encode(curves_png(history, best_epoch=metrics.get("best_epoch")))
+        return ['<img class="plot" alt="training curves: loss and accuracy per epoch" '
+                f'src="data:image/png;base64,{data.decode("ascii")}">']
+    cv = metrics.get("cross_validation")
+    if history and not any(r.get("steps", 1) for r in history):
+        text = ("No training curves: the backbone was frozen and the head fitted in one solve "
+                "on its cached features, with no epochs")
+        if cv and cv.get("accuracy") is not None:
+            text += (f". {cv.get('folds')}-fold cross-validation over all {cv.get('images')} "
+                     f"labelled images: accuracy {_pct(cv['accuracy'])} ± "
+                     f"{_pct(cv.get('accuracy_se'))}, log loss {cv.get('log_loss', 0):.4f}")
+        return [f"<p>{e(text)}.</p>"]
+    if history:
+        last = history[-1]
+        said = ", ".join(f"{k.replace('val_', 'validation ')} {last[k]:.4f}"
+                         for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                         if isinstance(last.get(k), int | float))
+        return [f"<p>No training curves: one epoch only ({e(said)}).</p>"]
+    return ["<p>No training curves: the run trained no epochs.</p>"]
+
+
+def _short_path(path: Any, root: str | None) -> str:
+    """``path`` relative to the data folder when it lies inside it."""
+    text = str(path)
+    if root and text.startswith(root.rstrip("/") + "/"):
+        return text[len(root.rstrip("/")) + 1:]
+    return text
+
+
+#: data_report.json lists: (key, what one item is, the key holding its reason, columns).
+DATA_ISSUES = (
+    ("skipped", "unreadable files skipped", "reason", ("path", "split", "reason")),
+    ("converted", "files converted to RGB PNG before decoding", "reason", ("path", "reason")),
+    ("duplicates", "groups of identical images", "kind", ("kind", "files")),
+    ("dropped_classes", "classes dropped", "reason", ("class", "reason")),
+    ("small_classes", "classes below the minimum image count", None, ("class", "train", "minimum")),
+    ("ignored", "files ignored", "reason", ("path", "reason")),
+    ("unlisted", "folders that could not be listed", "reason", ("path", "reason")),
+)
+
+
+def _data_issues(data: dict) -> list[str]:
+    """Each kind of issue as one line (count and reasons), its items folded in a <details>."""
+    root = data.get("source")
+    out = []
+    for key, what, reason_key, columns in DATA_ISSUES:
+        items = data.get(key) or []
+        if not items:
+            continue
+        line = f"{len(items)} {what}"
+        if reason_key:
+            reasons = Counter(str(item.get(reason_key, "?")) for item in items)
+            line += ": " + ", ".join(f"{r} ({n})" for r, n in reasons.most_common())
+        rows = []
+        for item in items[:200]:
+            row = dict(item)
+            if "path" in row:
+                row["path"] = _short_path(row["path"], root)
+            if key == "duplicates":
+                row["files"] = "; ".join(f"{_short_path(i.get('path'), root)} ({i.get('split')}, "
+                                         f"{i.get('label')})" for i in item.get("items", []))
+            rows.append([row.get(c) for c in columns])
+        more = " (the first 200; all in data_report.json)" if len(items) > 200 else ""
+        out.append(f"<p>{e(line)}.</p><details><summary>list of {len(items)}{e(more)}"
+                   f"</summary>{_table(list(columns), rows)}</details>")
+    warnings = data.get("warnings") or []
+    if warnings:
+        out.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
+    if any(data.get(key) for key, *_ in DATA_ISSUES) and root:
+        out.insert(0, f"<p class=muted>Paths are relative to {e(root)}.</p>")
+    return out
+
+
 def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predictions=None) -> Path:
     """Write ``run_dir/report.html`` (see the module doc). ``bundle`` is the run's data
     (:func:`tlkit.recipes.rundata.run_data` rebuilds it for a finished run). ``model``: the
@@ -177,50 +356,14 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     else:
         loaded = trained_in_memory(model, run_dir / "model.keras")
     names = loaded.class_names
-    parts = [f"<h1>{e(run_dir.name)}</h1>"]
-    val, test = metrics.get("val") or {}, metrics.get("test") or {}
-    summary = [
-        ["backbone", metrics.get("backbone", "?")], ["weights", metrics.get("weights", "?")],
-        ["image size", metrics.get("image_size", loaded.image_size)],
-        ["classes", len(names)], ["epochs", metrics.get("epochs", "?")],
-        ["saved epoch", metrics.get("best_epoch", "?")],
-        ["val top-1 / top-5", f"{_pct(val.get('top1'))} / {_pct(val.get('top5'))}"],
-        ["test top-1 / top-5", f"{_pct(test.get('top1'))} / {_pct(test.get('top5'))}"],
-        ["preprocessing", loaded.contract.describe()],
-        ["seconds", metrics.get("seconds", "?")],
-    ]
-    parts += ["<h2>Summary</h2>", _table(["", ""], summary)]
-    data = _read_json(run_dir / "data_report.json") or {}
-    parts.append("<h2>Data</h2>")
-    counts = data.get("counts") or {}
-    if counts:
-        splits = list(counts)
-        rows = [[c, *[counts[s].get(c, 0) for s in splits]] for c in names]
-        parts.append(_table(["class", *splits], rows, set(range(1, len(splits) + 1))))
-    if data.get("imbalance_ratio"):
-        parts.append(f"<p>Imbalance (largest / smallest training class): "
-                     f"{e(round(data['imbalance_ratio'], 2))}</p>")
-    for key, title in (("skipped", "Skipped files"), ("converted", "Converted files"),
-                       ("duplicates", "Duplicates")):
-        items = data.get(key) or []
-        if items:
-            fields = sorted({k for item in items for k in item})
-            parts.append(f"<h3>{e(title)} ({len(items)})</h3>")
-            parts.append(_table(fields, [[item.get(f, "") for f in fields] for item in items[:200]]))
-    parts.append("<h2>Freeze decision</h2>")
-    parts.append("<ul>" + "".join(f"<li>{e(m)}</li>" for m in metrics.get("freeze") or []) + "</ul>")
-    search = metrics.get("freeze_search")
-    if search and search.get("candidates"):
-        rows = [[c.get("policy"), c.get("trainable_params"), _pct(c.get("accuracy")),
-                 "-" if c.get("loss") is None else f"{c['loss']:.4f}", c.get("epochs"),
-                 f"{c.get('seconds', 0):.1f}", c.get("note", "")]
-                for c in search["candidates"]]
-        parts.append(f"<p>Freeze search on {e(search.get('holdout_images'))} held-out images "
-                     f"chose <b>{e(search.get('chosen'))}</b> (the rule's choice: "
-                     f"{e(search.get('prior'))}).</p>")
-        parts.append(_table(["policy", "trainable params", "held-out accuracy", "held-out loss",
-                             "epochs", "seconds", "note"], rows, {1, 4, 5}))
-    parts += ["<h2>Training curves</h2>", _file_img(run_dir / "curves.png", "training curves")]
+    parts = [f"<h1>{e(run_dir.name)}</h1>", "<h2>Summary</h2>",
+             _row_table(_summary(metrics, loaded, names))]
+    parts.append("<h2>Training</h2>")
+    decisions = metrics.get("freeze") or []
+    if decisions:
+        parts.append("<ul>" + "".join(f"<li>{e(m)}</li>" for m in decisions) + "</ul>")
+    parts += _freeze_search(metrics.get("freeze_search"))
+    parts += _training(metrics, run_dir)
     parts += ["<h2>Confusion matrix (val)</h2>",
               _file_img(run_dir / "confusion_matrix.png", "confusion matrix")]
     per_class = metrics.get("val_per_class") or []
@@ -232,19 +375,7 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     calibration = _read_json(run_dir / "calibration.json")
     if calibration:
         parts.append("<h2>Calibration</h2>")
-        if calibration.get("fitted_on") == "out_of_fold":
-            v, cv = calibration.get("all", {}), calibration.get("cross_validation", {})
-            where = (f"the out-of-fold predictions of all {v.get('count')} labelled images "
-                     f"({calibration.get('folds')}-fold cross-validation, where the head "
-                     f"reached {_pct(cv.get('accuracy'))} ± {_pct(cv.get('accuracy_se'))}; "
-                     "the validation figures above are out of fold too)")
-        else:
-            v, where = calibration.get("val", {}), f"{calibration.get('val', {}).get('count')} validation images"
-        parts.append(f"<p>Temperature {calibration['temperature']:.3f} fitted on {where}: "
-                     f"ECE {_pct(v.get('ece_before'))} "
-                     f"&rarr; {_pct(v.get('ece_after'))}, NLL {v.get('nll_before', 0):.4f} "
-                     f"&rarr; {v.get('nll_after', 0):.4f}. It is part of model.keras and of "
-                     "every export.</p>")
+        parts += _calibration(calibration)
         parts.append(_file_img(run_dir / "reliability.png", "reliability diagram"))
     held = "val" if len(bundle.val) else ("test" if len(bundle.test) else None)
     if held:
@@ -271,9 +402,23 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
                 for c in export.get("checks", [])]
         parts += ["<h2>Exports</h2>", _table(["format", "runtime", "agreement", "top-1",
                                               "max |dp|", "MB", "gate"], rows)]
+    data = _read_json(run_dir / "data_report.json") or {}
+    parts.append("<h2>Data</h2>")
+    counts = data.get("counts") or {}
+    if counts:
+        splits = [s for s in counts if any(counts[s].values())]
+        rows = [[c, *[counts[s].get(c, 0) for s in splits]] for c in names]
+        parts.append(_table(["class", *splits], rows, set(range(1, len(splits) + 1))))
+    if data.get("imbalance_ratio"):
+        parts.append(f"<p>Imbalance (largest / smallest training class): "
+                     f"{e(round(data['imbalance_ratio'], 2))}</p>")
+    issues = _data_issues(data)
+    if issues:
+        parts += ["<h2>Data issues</h2>", *issues]
     recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").exists() else ""
     parts += ["<h2>Resolved recipe</h2>", f"<pre>{e(recipe_text)}</pre>"]
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{e(run_dir.name)}: tlkit report</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
     path = run_dir / REPORT_FILE
