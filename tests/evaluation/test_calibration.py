@@ -1,4 +1,5 @@
-"""Temperature scaling lowers the calibration error of an over-confident model."""
+"""Temperature scaling lowers the calibration error of an over-confident model, and is not
+kept where the validation images cannot support it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import keras
 import numpy as np
 
 from tlkit.evaluation.calibration import (
+    MIN_IMAGES,
+    choose_temperature,
     expected_calibration_error,
     fit_temperature,
     is_calibrated,
@@ -58,3 +61,75 @@ def test_the_temperature_travels_inside_the_model(tmp_path):
     calibrated.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(again(x)), expected, atol=1e-5)
+
+
+def _calibrated(n, rng, classes=10):
+    """Probabilities that are calibrated by construction: labels drawn from them."""
+    z = rng.normal(0, 1, (n, classes))
+    z[np.arange(n), rng.integers(0, classes, n)] += 3.0
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=q) for q in p])
+    return p, labels
+
+
+def test_an_already_calibrated_model_is_left_alone_on_twenty_images():
+    # the fit by NLL alone (the old rule) made 500 test images' ECE worse in most draws
+    worse_fit, worse_choice = 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        val, test = _calibrated(20, rng), _calibrated(500, rng)
+        base = expected_calibration_error(*test)
+        worse_fit += expected_calibration_error(rescale(test[0], fit_temperature(*val)),
+                                                test[1]) > base + 0.002
+        t = choose_temperature(*val)["temperature"]
+        worse_choice += expected_calibration_error(rescale(test[0], t), test[1]) > base + 0.002
+    assert worse_fit >= 20 and worse_choice <= 2
+
+
+def test_an_overconfident_model_keeps_its_temperature_and_says_why():
+    probs, labels = _overconfident(n=200)
+    choice = choose_temperature(probs, labels)
+    oos = choice["out_of_sample"]
+    assert choice["kept"] and choice["temperature"] > 3 and choice["folds"] == 5
+    assert oos["ece_after"] < oos["ece_before"] / 2 and oos["nll_gain"] > oos["nll_gain_se"]
+    assert "kept" in choice["reason"] and oos["ece_se"] > 0
+
+
+def test_a_perfect_validation_split_cannot_make_every_probability_one():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 40)
+    z = rng.normal(0, 1, (40, 5))
+    z[np.arange(40), labels] += 4.0
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert (probs.argmax(1) == labels).all() and fit_temperature(probs, labels) < 0.26
+    t = choose_temperature(probs, labels)["temperature"]
+    # 40 of 40 right is evidence of about 41/42, not of certainty
+    assert t >= 0.25 and rescale(probs, t).max(1).mean() <= 41 / 42 + 1e-6
+
+
+def test_too_few_images_fit_nothing():
+    probs, labels = _overconfident(n=MIN_IMAGES - 1)
+    choice = choose_temperature(probs, labels)
+    assert choice["temperature"] == 1.0 and not choice["kept"] and "too few" in choice["reason"]
+
+
+def test_the_temperature_divides_the_logits_before_one_softmax():
+    # not softmax, log, rescale, softmax: in int8 the first softmax's output would be quantised
+    for activation in ("dense", "layer"):
+        inputs = keras.Input((4,))
+        if activation == "dense":
+            outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(inputs)
+        else:
+            logits = keras.layers.Dense(3, name="logits")(inputs)
+            outputs = keras.layers.Activation("softmax", name="predictions")(logits)
+        model = keras.Model(inputs, outputs)
+        calibrated = with_temperature(model, 2.0)
+        softmaxes = [layer for layer in calibrated.layers
+                     if isinstance(layer, keras.layers.Softmax)
+                     or getattr(layer, "activation", None) is keras.activations.softmax]
+        assert [layer.name for layer in softmaxes] == ["calibrated"]
+        x = np.random.default_rng(0).normal(0, 3, (6, 4)).astype("float32")
+        np.testing.assert_allclose(np.asarray(calibrated(x)), rescale(np.asarray(model(x)), 2.0),
+                                   atol=1e-5)
+        assert model.layers[-1].get_config()["activation"] == "softmax"  # the original untouched

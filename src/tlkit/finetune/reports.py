@@ -13,12 +13,11 @@ from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
 from tlkit.evaluation.calibration import (
     CALIBRATION_FILE,
     calibrate_run,
+    choose_temperature,
     is_calibrated,
-    plot_reliability,
     rescale,
-    with_temperature,
+    save_calibration,
 )
-from tlkit.evaluation.calibration import summary as calibration_summary
 from tlkit.finetune.inputs import Inputs
 from tlkit.io import atomic_path, atomic_write_json, atomic_write_text
 from tlkit.recipes import recipe_to_yaml
@@ -50,34 +49,27 @@ def cross_validation_record(crossed) -> dict[str, Any]:
             "log_loss": float(crossed.losses().mean()), "mirrored": crossed.mirrored}
 
 
-def cross_fit_calibration(run_dir: Path, crossed, train_count: int, model, *,
+def cross_fit_calibration(run_dir: Path, crossed, train_count: int, model, *, test=None,
                           log: Callable[[str], None] = print) -> tuple[dict[str, Any], Any]:
-    """Calibrate a head cross-fitted on every labelled image: its temperature was fitted on
-    the out-of-fold predictions of all of them (no image is left that it did not see), and is
-    appended to ``model.keras`` as any run's is; ``calibration.json`` and ``reliability.png``
-    say so, with the cross-validated accuracy and its standard error."""
-    t = crossed.head.temperature
+    """Calibrate a head cross-fitted on every labelled image: its out-of-fold probabilities
+    (no image predicted by a head that saw it) decide the temperature as a run's validation
+    split does (:func:`~tlkit.evaluation.calibration.choose_temperature`: cross-validated,
+    bounded, kept only when it helps out of fold), with all labelled images instead of a
+    fifth of them. ``calibration.json`` and ``reliability.png`` say so, with the
+    cross-validated accuracy and its standard error."""
     raw = crossed.probabilities_before()
-    record: dict[str, Any] = {
-        "temperature": t,
-        "fitted_on": "out_of_fold",
-        "folds": crossed.folds,
-        "val": calibration_summary(raw[train_count:], crossed.labels[train_count:], t),
-        "all": calibration_summary(raw, crossed.labels, t),
-        "cross_validation": cross_validation_record(crossed),
-    }
-    atomic_write_json(run_dir / CALIBRATION_FILE, record)
-    plot_reliability(run_dir / "reliability.png", record["all"], t)
-    calibrated = with_temperature(model, t)
-    with atomic_path(run_dir / "model.keras") as tmp:
-        calibrated.save(tmp)
-    everything = record["all"]
+    choice = choose_temperature(raw, crossed.labels)
+    scored = {"val": (raw[train_count:], crossed.labels[train_count:]),
+              "all": (raw, crossed.labels)}
+    if test is not None:  # never seen by the head or the temperature: the check out of sample
+        scored["test"] = test
     log(f"cross-validation: {crossed.folds}-fold over all {len(crossed.labels)} labelled images: "
         f"accuracy {crossed.accuracy:.3f} ± {crossed.accuracy_se:.3f} (what to expect on new "
-        f"images); temperature {t:.3f} fitted there: ECE {100 * everything['ece_before']:.2f}% -> "
-        f"{100 * everything['ece_after']:.2f}%, NLL {everything['nll_before']:.4f} -> "
-        f"{everything['nll_after']:.4f}; in model.keras and every export")
-    return record, calibrated
+        "images)")
+    return save_calibration(run_dir, choice, scored, model, "out_of_fold",
+                            extra={"folds": crossed.folds,
+                                   "cross_validation": cross_validation_record(crossed)},
+                            shown="all", log=log)
 
 
 def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
@@ -170,7 +162,8 @@ def final_reports(
         if scored.get("val") is not None:  # out of fold: the report shows what a user gets
             save_predictions(run_dir, "val", scored["val"][0])
     if crossed is not None and not is_calibrated(best()):
-        record, calibrated = cross_fit_calibration(run_dir, *crossed, best(), log=log)
+        record, calibrated = cross_fit_calibration(run_dir, *crossed, best(),
+                                                   test=scored.get("test"), log=log)
         metrics["calibration"] = record
         saved = Saved(calibrated, {"val": scored["val"][0]} if "val" in scored else None)
     elif scored.get("val") is not None and not is_calibrated(best()):
