@@ -31,6 +31,7 @@ def pretrained(tmp_path_factory):
     out = root / "pretrain"
     result = invoke("pretrain", *BASE, "--data", source, "--epochs", "3", "--output", out)
     assert result.exit_code == 0, result.output
+    (root / "pretrain-output.txt").write_text(result.output)
     return root, out
 
 
@@ -49,6 +50,13 @@ def test_pretrain_trains_everything_and_records_what_it_learned_from(pretrained)
     assert metrics["trained_on"]["train_images"] == metrics["train_images"]
     assert "froze nothing" in " ".join(metrics["freeze"])
     assert metrics["freeze_search"] is None  # nothing to search without pretrained weights
+
+
+def test_pretrain_ends_pointing_at_finetune_from_the_run(pretrained):
+    root, out = pretrained
+    last = (root / "pretrain-output.txt").read_text().strip().splitlines()[-1]
+    assert f"tlkit finetune --weights {out} --data" in last
+    assert "tlkit predict" not in last
 
 
 def test_transfer_from_a_run_directory(pretrained, target, tmp_path):

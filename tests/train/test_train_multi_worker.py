@@ -77,6 +77,8 @@ def test_two_workers_train_to_the_end_with_the_same_weights(tmp_path):
         "run",
         "--set",
         "train.strategy=multi_worker",
+        "--set",
+        "train.keep_checkpoints=true",  # compared below
     ]
     ports = free_ports(2)
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]  # noqa: SIM115
@@ -137,7 +139,8 @@ def test_a_worker_killed_mid_run_then_both_restarted_finish_the_planned_epochs(t
     for home in homes:
         home.mkdir()
     args = ["finetune", *LENET, "--data", data, "--epochs", "4", "--batch-size", "16",
-            "--output", "run", "--set", "train.strategy=multi_worker"]
+            "--output", "run", "--set", "train.strategy=multi_worker",
+            "--set", "train.keep_checkpoints=true"]
 
     def cluster(tag, crash_at=None):
         ports = free_ports(2)

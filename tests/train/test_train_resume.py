@@ -73,6 +73,8 @@ def test_kill_9_mid_epoch_then_the_same_command_finishes_the_planned_epochs(tmp_
         run,
         "--set",
         "train.schedule.name=cosine",
+        "--set",
+        "train.keep_checkpoints=true",  # looked at below
     ]
     if every:
         args += ["--set", f"train.checkpoint_every_steps={every}"]

@@ -6,11 +6,29 @@ import functools
 import os
 import sys
 import tempfile
+import time
 import traceback
 
 import click
 
 from tlkit.interrupts import STOP, Terminated
+
+#: When this module was first imported: the command's start, before TensorFlow's import.
+IMPORTED = time.time()
+
+
+def command_seconds() -> float:
+    """Wall-clock seconds since this process started (Linux: its start time in
+    ``/proc/self/stat`` after the boot time in ``/proc/stat``; elsewhere since this module
+    loaded, a second or so later)."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rpartition(")")[2].split()[19])
+        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        started = min(boot + ticks / os.sysconf("SC_CLK_TCK"), IMPORTED)
+    except (OSError, ValueError, StopIteration, IndexError):
+        started = IMPORTED
+    return max(0.0, time.time() - started)
+
 
 #: Set by commands whose work resumes when run again (finetune, pretrain).
 RESUMABLE = {"on": False}

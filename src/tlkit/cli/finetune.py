@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli._run import handle_errors, quiet_tensorflow, resumable_signals
+from tlkit.cli._run import command_seconds, handle_errors, quiet_tensorflow, resumable_signals
 
 
 def recipe_options(func):
@@ -40,7 +40,7 @@ def run_options(func):
     return recipe_options(func)
 
 
-def _run(recipes, sets, flags, overwrite, no_resume, dry_run) -> None:
+def _run(recipes, sets, flags, overwrite, no_resume, dry_run, pretraining=False) -> None:
     quiet_tensorflow()
     from tlkit.recipes import recipe_to_yaml, resolve_run_recipe
 
@@ -54,7 +54,12 @@ def _run(recipes, sets, flags, overwrite, no_resume, dry_run) -> None:
 
     resumable_signals()
     result = run(recipe, overwrite=overwrite, resume=not no_resume, log=log)
-    click.echo(describe_result(result))
+    next_step = None
+    if pretraining:  # a backbone of one's own is for transferring from
+        next_step = (f"transfer from it with tlkit finetune --weights {result.run_dir} "
+                     "--data SMALL_SET (docs/transfer.md)")
+    message = describe_result(result, seconds=command_seconds(), next_step=next_step)
+    click.echo(message)
 
 
 def _run_flags(func):
@@ -97,7 +102,7 @@ def pretrain(recipes, sets, overwrite, no_resume, dry_run, **flags) -> None:
       tlkit pretrain --backbone resnet18 --image-size 32 --data idx:/usr/share/datasets/fashion-mnist \\
           --set 'data.classes=[0,1,2,3,4]' --name fmnist-0to4
     """
-    _run(("pretrain", *recipes), sets, flags, overwrite, no_resume, dry_run)
+    _run(("pretrain", *recipes), sets, flags, overwrite, no_resume, dry_run, pretraining=True)
 
 
 @click.command()

@@ -32,6 +32,7 @@ Everything a run writes is written atomically; only the chief writes the run's o
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -41,11 +42,18 @@ from typing import Any
 
 from tlkit.errors import UserError
 from tlkit.evaluation.report import write_report
-from tlkit.finetune.context import RunContext, resolve_run_dir
+from tlkit.finetune.context import (
+    INPUTS_FILE,
+    RunContext,
+    locate_run_dir,
+    resolve_run_dir,
+    run_fingerprint,
+)
 from tlkit.finetune.evidence import Outcome, train_with_evidence
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
     build_run_model,
+    check_before_data,
     checked_image_size,
     dtype_policy,
     load_start_weights,
@@ -66,12 +74,14 @@ from tlkit.freeze.freezer import Freezer
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import resolve_backbone, run_name
+from tlkit.recipes import recipe_to_yaml, resolve_backbone, run_name
+from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
 from tlkit.train.hooks import standard_hooks
 from tlkit.train.plan import TrainPlan
 from tlkit.train.probe import is_linear_head
 from tlkit.train.routes import ImageInput, plan_feature_cache
+from tlkit.train.state import CHECKPOINTS
 from tlkit.train.trainer import Trainer
 
 __all__ = ["RunResult", "describe_result", "finetune", "read_metrics", "resolve_run_dir"]
@@ -86,6 +96,8 @@ class RunResult:
     resumed: bool = False
     fast_path: bool = False
     chief: bool = True
+    #: The run directory already held this finished run; nothing was done.
+    done_before: bool = False
 
 
 def _stderr(message: str) -> None:
@@ -116,12 +128,24 @@ def finetune(
     recipe = resolve_backbone(recipe, log=log)
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
-    if recipe.name == "run":
-        log(f"run name: {run_name(recipe)} (the backbone and the data; --name sets another)")
+    check_before_data(recipe, info, size)
+    if recipe.name == DEFAULT_NAME:  # the run's own name, in recipe.yaml and its reports too
+        recipe = recipe.model_copy(update={"name": run_name(recipe)})
+        log(f"run name: {recipe.name} (the backbone and the data; --name sets another)")
+    fingerprint = run_fingerprint(recipe_to_yaml(recipe), recipe.data.source)
+    where, status = locate_run_dir(recipe.output, recipe.name, fingerprint=fingerprint,
+                                   overwrite=overwrite, resume=resume)
+    if status == "done":
+        log(f"{where} already holds this run, finished (the same recipe and the same files in "
+            f"{recipe.data.source}): nothing to do. --overwrite trains it again there; --name "
+            "starts another")
+        return RunResult(run_dir=where, metrics=read_metrics(where), done_before=True)
     run = RunContext.open(
         recipe.output, run_name(recipe), recipe.train.strategy, seed=recipe.seed,
         overwrite=overwrite, resume=resume, log=log,
     )
+    if run.chief and not run.resuming:
+        atomic_write_json(run.run_dir / INPUTS_FILE, {"fingerprint": fingerprint})
     try:
         return _run(recipe, info, size, run, started, resume=resume, log=log, progress=progress)
     except UserError:
@@ -204,7 +228,11 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         log(f"report: not written ({type(exc).__name__}: {exc}); `tlkit report "
             f"{run.run_dir}` retries")
     state.reported = True  # the run is complete: the same command no longer resumes it
+    if not recipe.train.keep_checkpoints:  # nor reads its checkpoint: model.keras holds it all
+        state.checkpoint = None
     state.save(run.run_dir)
+    if not recipe.train.keep_checkpoints:
+        shutil.rmtree(run.run_dir / CHECKPOINTS, ignore_errors=True)  # weights, optimizer state
     return RunResult(run.run_dir, metrics, resumed=run.resuming,
                      fast_path=route.name == "cached features")
 
@@ -251,14 +279,20 @@ def _train(recipe, plan, model, freezer, inputs, images, chosen, *, info, source
                    route_choice=route_choice)
 
 
-def describe_result(result: RunResult) -> str:
-    """One closing summary line plus where to look."""
+def describe_result(result: RunResult, *, seconds: float | None = None,
+                    next_step: str | None = None) -> str:
+    """One closing summary line plus where to look: ``seconds`` is the whole command's wall
+    time when the caller knows it (else the run's own, which leaves out start-up and the
+    report); ``next_step`` replaces the default hint (``tlkit predict``)."""
     if not result.chief:
         return f"worker finished; the chief writes the run's outputs (scratch: {result.run_dir})"
     m = result.metrics
     val = m.get("val") or {}
     cv = m.get("cross_validation") or {}
-    parts = [f"done in {m.get('seconds', 0):.0f}s"]
+    if result.done_before:
+        parts = [f"nothing done (finished before, in {m.get('seconds', 0):.0f}s)"]
+    else:
+        parts = [f"done in {_duration(seconds if seconds is not None else m.get('seconds', 0))}"]
     if cv:
         parts.append(f"cross-validated top-1 {cv['accuracy']:.3f} ± {cv['accuracy_se']:.3f} over "
                      f"all {cv['images']} labelled images")
@@ -266,8 +300,13 @@ def describe_result(result: RunResult) -> str:
         parts.append(f"val top-1 {val['top1']:.4f}")
     return (
         f"{'; '.join(parts)}. Outputs in {result.run_dir}: report.html (open it in a browser), "
-        f"model.keras, metrics.json. Next: tlkit predict {result.run_dir} IMAGE"
+        f"model.keras, metrics.json. Next: {next_step or f'tlkit predict {result.run_dir} IMAGE'}"
     )
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

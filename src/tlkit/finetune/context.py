@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -138,14 +140,49 @@ def run_base(output, name: str) -> Path:
     return Path(output.dir) if output.dir is not None else Path(output.root) / name
 
 
-def resolve_run_dir(
-    output, name: str, *, overwrite: bool = False, resume: bool = True
-) -> tuple[Path, bool]:
-    """Pick the run directory; returns ``(path, resuming)``.
+#: A run's inputs at its start (:func:`run_fingerprint`): what says a finished run is this one.
+INPUTS_FILE = "inputs.json"
 
-    A default directory (``runs/<name>``) that holds a finished run moves on to ``runs/<name>-2``
-    and so on; an explicit ``output.dir`` that holds a finished run is an error unless
-    ``overwrite``. An unfinished run is resumed unless ``resume`` is False.
+
+def run_fingerprint(recipe_yaml: str, source: str) -> str:
+    """A digest of the resolved recipe and of the data it names: for a folder, every file's
+    path, size and modification time (cheap: no file is read); else the source string."""
+    digest = hashlib.sha256(recipe_yaml.encode())
+    folder = Path(source)
+    if folder.is_dir():
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(f for f in files if not f.startswith(".")):
+                path = Path(root, name)
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue
+                digest.update(f"{path.relative_to(folder)}\0{info.st_size}\0"
+                              f"{info.st_mtime_ns}\n".encode("utf8", "surrogateescape"))
+    else:
+        digest.update(source.encode("utf8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _fingerprint_of(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / INPUTS_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def locate_run_dir(output, name: str, *, fingerprint: str | None = None,
+                   overwrite: bool = False, resume: bool = True) -> tuple[Path, str]:
+    """Where a run with these settings goes, and what happens there, without changing
+    anything (``tlkit plan`` says it; :func:`resolve_run_dir` does it). The status is ``new``
+    (an empty or missing directory), ``resume`` (an unfinished run), ``restart`` (one that
+    crashed before its first epoch), ``replace`` (``overwrite``) or ``done``: a finished run
+    with the same ``fingerprint`` (the same recipe and data), which a run says and leaves.
+
+    A default directory (``runs/<name>``) that holds another finished run moves on to
+    ``runs/<name>-2`` and so on; an explicit ``output.dir`` that holds one is an error unless
+    ``overwrite``.
     """
     explicit = output.dir is not None
     base = run_base(output, name)
@@ -154,29 +191,43 @@ def resolve_run_dir(
         if candidate.exists():
             check_not_busy(candidate)  # before anything here is resumed, cleared or replaced
         if not candidate.exists() or not any(candidate.iterdir()):
-            return candidate, False
+            return candidate, "new"
         if not any((candidate / m).exists() for m in RUN_MARKERS):
             raise UserError(
                 f"{candidate} exists and is not a tlkit run directory; choose another --output"
             )
         if overwrite:
-            shutil.rmtree(candidate)
-            return candidate, False
+            return candidate, "replace"
         state = TrainState.load(candidate)
         if state is not None and not state.complete and resume:
-            return candidate, True  # training, or the reports after it, did not finish
+            return candidate, "resume"  # training, or the reports after it, did not finish
         if state is None and resume:
-            # Crashed before the first epoch finished: start again in the same place, keeping
-            # any cached features (keyed by content, they are reused when still valid).
-            _clear_run_dir(candidate, keep=("feature_cache",))
-            return candidate, False
+            return candidate, "restart"
+        if (state is not None and state.complete and fingerprint is not None
+                and _fingerprint_of(candidate) == fingerprint):
+            return candidate, "done"
         if explicit:
             raise UserError(
-                f"{candidate} already holds a finished run; pass --overwrite to replace it or "
-                "choose another --output"
+                f"{candidate} already holds a finished run with other settings or data; pass "
+                "--overwrite to replace it or choose another --output"
             )
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
+
+
+def resolve_run_dir(
+    output, name: str, *, overwrite: bool = False, resume: bool = True
+) -> tuple[Path, bool]:
+    """Pick the run directory (:func:`locate_run_dir`, a finished run never reused) and make it
+    ready; returns ``(path, resuming)``."""
+    candidate, status = locate_run_dir(output, name, overwrite=overwrite, resume=resume)
+    if status == "replace":
+        shutil.rmtree(candidate)
+    elif status == "restart":
+        # Crashed before the first epoch finished: start again in the same place, keeping
+        # any cached features (keyed by content, they are reused when still valid).
+        _clear_run_dir(candidate, keep=("feature_cache",))
+    return candidate, status == "resume"
 
 
 def worker_run_dir(

@@ -15,6 +15,8 @@ from tlkit.augment.layer import augmentation_layer
 from tlkit.errors import UserError
 from tlkit.finetune.context import RunContext
 from tlkit.finetune.inputs import Inputs
+from tlkit.freeze.config import KEYWORD_POLICIES
+from tlkit.freeze.policy import plan_freeze
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import build_transfer_model, is_head_layer
 from tlkit.models.registry import ModelInfo
@@ -43,6 +45,23 @@ def dtype_policy(name: str, log: Callable[[str], None] = print) -> Iterator[None
         yield
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def check_before_data(recipe, info: ModelInfo, image_size: int) -> None:
+    """What can be checked before the data is read (seconds, where the data check takes longer
+    and prints a screenful first): the ``--weights`` source, and an explicit freeze point (a
+    group or unit name, or a layer count) against the model built with two placeholder classes.
+
+    Raises:
+        UserError: the weights cannot be found, the freeze point does not exist.
+    """
+    source = weights_source(recipe.weights, info)
+    if str(recipe.freeze.policy) in KEYWORD_POLICIES or recipe.train.strategy == "multi_worker":
+        return  # (a model built before MultiWorkerMirroredStrategy starts would break it)
+    keras.backend.clear_session()
+    model = build_transfer_model(info, 2, image_size=image_size, head=recipe.model.head)
+    plan_freeze(model, info, config=recipe.freeze, pretrained=source.path != "none")
+    keras.backend.clear_session()  # the run builds its own, with its own layer names
 
 
 def build_run_model(
@@ -121,6 +140,8 @@ def weights_source(weights, info: ModelInfo) -> WeightsSource:
                 f"--weights {source}: the folder has no model.keras (an unfinished run? "
                 "re-run it to finish, or point at a weights file)"
             )
+    elif not path.is_file():
+        raise UserError(f"weights file not found: {path}")
     elif path.name == "model.keras" and (path.parent / "metrics.json").is_file():
         run_dir = path.parent
     record: dict[str, Any] = {"source": str(path)}

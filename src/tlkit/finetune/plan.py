@@ -15,18 +15,33 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.errors import TlkitError
+from tlkit.finetune.context import locate_run_dir, run_fingerprint
 from tlkit.finetune.inputs import prepare_inputs
-from tlkit.finetune.model import build_run_model, checked_image_size, weights_source
+from tlkit.finetune.model import (
+    build_run_model,
+    check_before_data,
+    checked_image_size,
+    weights_source,
+)
 from tlkit.finetune.policy import check_policies, decide, stage_summary
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import resolve_backbone, run_name
+from tlkit.recipes import recipe_to_yaml, resolve_backbone, run_name
 from tlkit.train.plan import TrainPlan
 from tlkit.train.probe import is_linear_head
 from tlkit.train.routes import plan_feature_cache
 from tlkit.train.search import default_search_epochs
 from tlkit.weights import official_weights_path
+
+#: What ``tlkit finetune`` would do in the run directory, by :func:`locate_run_dir`'s status.
+RUN_DIR_STATUS = {
+    "new": "a new run directory",
+    "resume": "finetune resumes the unfinished run there",
+    "restart": "finetune starts again there: the run in it stopped before its first epoch",
+    "replace": "--overwrite: finetune replaces the run there",
+    "done": "it holds this run, finished, with the same recipe and files: finetune does nothing",
+}
 
 
 def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = print) -> dict:
@@ -34,7 +49,13 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     recipe = resolve_backbone(recipe, log=log)
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
-    log(f"run: {run_name(recipe)} -> {recipe.output.dir or f'{recipe.output.root}/{run_name(recipe)}'}")
+    check_before_data(recipe, info, size)
+    name = run_name(recipe)
+    where, status = locate_run_dir(
+        recipe.output, name,
+        fingerprint=run_fingerprint(recipe_to_yaml(recipe.model_copy(update={"name": name})),
+                                    recipe.data.source))
+    log(f"run: {name} -> {where} ({RUN_DIR_STATUS[status]})")
     inputs = prepare_inputs(
         recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=None,
         progress=False, preprocess=recipe.preprocess, normalisation=info.preprocessing, log=log,

@@ -16,7 +16,7 @@ from tlkit.train.config import OptimizerConfig, ScheduleConfig
 
 #: Recipe keys that do not change what a run learns: a run may resume on other hardware, with
 #: other output settings or checkpointing more often.
-_NOT_TRAINING = ("verbose", "strategy", "jit_compile", "checkpoint_every_steps")
+_NOT_TRAINING = ("verbose", "strategy", "jit_compile", "checkpoint_every_steps", "keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def plan_stages(recipe) -> tuple[Stage, ...]:
 
 def recipe_digest(recipe) -> str:
     """Fingerprint of what determines training (not where outputs go, not verbosity)."""
-    data = recipe.model_dump(mode="json", exclude={"output": True, "description": True})
+    data = recipe.model_dump(mode="json", exclude={"output": True, "description": True, "name": True})
     for key in _NOT_TRAINING:
         data["train"].pop(key, None)
     pca = data.get("augment", {}).get("pca_colour")
