@@ -92,7 +92,6 @@ def test_fast_path_model_is_a_full_image_model(both_ways):
 
     from tlkit.data.pipeline import iterate_images
     from tlkit.evaluate import load_trained
-    from tlkit.evaluation.calibration import rescale
     from tlkit.models.heads import build_head_model
 
     _, runs = both_ways
@@ -113,9 +112,12 @@ def test_fast_path_model_is_a_full_image_model(both_ways):
     images = np.concatenate([x for x, _ in iterate_images(bundle_val, 32)])
     on_images = model.predict(images, verbose=0)
     on_features = build_head_model(model).predict(features, verbose=0)
-    # model.keras is the head on the backbone, then the temperature the run fitted
+    # model.keras is the head on the backbone, its logits divided by the temperature the run
+    # fitted, then one softmax (a calibrated model's predictions layer gives logits)
     temperature = json.loads((fast.run_dir / "calibration.json").read_text())["temperature"]
-    np.testing.assert_allclose(on_images, rescale(on_features, temperature), atol=1e-5)
+    z = on_features / temperature
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(on_images, expected / expected.sum(1, keepdims=True), atol=1e-5)
     # val is scored out of fold (the head kept saw every image): what the run reports
     out_of_fold = np.load(fast.run_dir / "predictions_val.npy")
     top1 = float(np.mean(out_of_fold.argmax(1) == labels))

@@ -99,7 +99,7 @@ def _sharpening_cap(probs: np.ndarray, labels: np.ndarray, temperature: float) -
 
 
 def choose_temperature(probs: np.ndarray, labels: np.ndarray, *, folds: int = FOLDS,
-                       seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0, margin: float = 1.0) -> dict[str, Any]:
     """Whether these images support a temperature, and which, measured out of sample.
 
     The temperature is fitted ``folds`` times on the other folds and applied to the held-out
@@ -141,7 +141,7 @@ def choose_temperature(probs: np.ndarray, labels: np.ndarray, *, folds: int = FO
     choice |= {"folds": folds, "out_of_sample": oos}
     t_all = _sharpening_cap(probs, labels, fit_temperature(probs, labels))
     choice["candidate"] = t_all  # what the images' own fit gives, kept or not
-    if gain.mean() <= gain_se:
+    if gain.mean() <= margin * gain_se:
         choice["reason"] = (f"not kept: T = {t_all:.2f} took the out-of-fold NLL from "
                             f"{oos['nll_before']:.4f} to {oos['nll_after']:.4f}, a gain of "
                             f"{gain.mean():+.4f} within one standard error ({gain_se:.4f})")

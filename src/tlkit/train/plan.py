@@ -121,7 +121,7 @@ def plan_stages(recipe) -> tuple[Stage, ...]:
 
 def recipe_digest(recipe) -> str:
     """Fingerprint of what determines training (not where outputs go, not verbosity)."""
-    data = recipe.model_dump(mode="json", exclude={"output": True, "description": True, "name": True})
+    data = recipe.model_dump(mode="json", exclude={"output": True, "description": True})
     for key in _NOT_TRAINING:
         data["train"].pop(key, None)
     pca = data.get("augment", {}).get("pca_colour")
