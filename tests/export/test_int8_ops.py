@@ -53,3 +53,15 @@ def test_the_op_it_replaces_is_what_breaks_int8():
 
     error, ops = _int8_error(flipped)
     assert "REVERSE_V2" in ops and error > 0.3
+
+
+def test_the_gate_takes_every_class_when_it_cannot_take_every_image():
+    # a test split in class order: the first 500 of 1,000 would be two and a half classes
+    from tlkit.export.run import _balanced
+
+    labels = np.repeat(np.arange(5), 200)
+    picked = _balanced(labels, 5, 500)
+    assert len(picked) == 500 and np.bincount(labels[picked]).tolist() == [100] * 5
+    assert (np.diff(picked) > 0).all()  # in split order
+    few = np.array([0] * 3 + [1] * 100)  # a small class gives what it has
+    assert np.bincount(few[_balanced(few, 2, 50)]).tolist() == [3, 47]

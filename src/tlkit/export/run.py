@@ -128,7 +128,7 @@ def export_run(
         formats: Keys of :data:`FORMATS`.
         out: Folder for the artifacts (default ``RUN/export``).
         allow_drift: Keep a failed artifact under its normal name and exit 0.
-        max_images: Held-out images the gate runs on (the first ones, in split order).
+        max_images: Held-out images the gate runs on (an even share of every class when the split has more).
         calibration_images: Class-balanced training images for int8 calibration.
         log: Where progress goes.
 
@@ -150,6 +150,8 @@ def export_run(
     loaded = load_trained(run_dir)
     model, contract = loaded.model, loaded.contract
     held_name, held, train, num_classes = _held_out(run_dir, loaded)
+    if len(held) > max_images:  # an even share of every class, not the first classes in order
+        held = held.subset(_balanced(held.labels, num_classes, max_images))
     images, labels = _arrays(held, loaded.image_size, contract, max_images)
     folder = Path(out) if out else run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
@@ -236,6 +238,19 @@ def _arrays(split, image_size: int, contract, limit: int):
         if count >= limit:
             break
     return np.concatenate(xs)[:limit].astype(np.float32), np.concatenate(ys)[:limit]
+
+
+def _balanced(labels, num_classes: int, limit: int) -> np.ndarray:
+    """At most ``limit`` indices, the same number from every class (a seeded choice), in
+    split order; a class with fewer gives all it has and the rest go to the others."""
+    rng = np.random.default_rng(0)
+    by_class = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in range(num_classes)]
+    picked: list[int] = []
+    while len(picked) < limit and any(by_class):
+        for members in by_class:
+            if members and len(picked) < limit:
+                picked.append(members.pop())
+    return np.array(sorted(picked))
 
 
 def _calibration(train, image_size: int, contract, num_classes: int, limit: int):
