@@ -250,8 +250,8 @@ def with_temperature(model, temperature: float):
     """``model`` with its logits divided by ``T`` before one softmax (Keras' own layers; no new
     weights): ``predictions`` loses its softmax, then ``Rescaling(1/T)`` named ``calibration``
     and a ``Softmax`` named ``calibrated``. One softmax, not softmax, log and softmax again: in
-    an int8 export the first softmax's output and its log would be quantised (measured: ResNet-18
-    on Fashion-MNIST, 20 val images, int8 agreed with Keras on 60 % of them that way).
+    an int8 export the first softmax's output and its log would be quantised (two ops fewer;
+    the largest int8 probability difference of a ResNet-18 fell from 0.68 to 0.53 with it).
     A model whose output is not a softmax gets ``log`` of its probabilities tempered instead."""
     import keras
 

@@ -12,9 +12,11 @@ k-fold cross-validation instead:
    folds: out-of-fold logits for every image; the pair with the lowest out-of-fold log loss
    after temperature scaling is kept (a smooth score; accuracy moves in steps of one image),
    ties to no mirroring and the stronger regularisation;
-3. the temperature is fitted on those out-of-fold logits of all images, not on a fifth of them;
-4. the head that is kept is fitted on all images with that ``C``; the run appends the
-   temperature to the model as it does any calibration (``calibration.json`` says where it was
+3. a temperature is fitted on those out-of-fold logits of all images, not on a fifth of them
+   (it scores the grid); the run then decides on the same out-of-fold probabilities whether to
+   keep one, as for any run (:func:`tlkit.evaluation.calibration.choose_temperature`);
+4. the head that is kept is fitted on all images with that ``C``; the run puts the temperature
+   it kept into the model as it does any calibration (``calibration.json`` says where it was
    fitted).
 
 The out-of-fold predictions are the run's honest scores: every image is predicted by a head
