@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -256,14 +255,8 @@ def _balanced(labels, num_classes: int, limit: int) -> np.ndarray:
 def _calibration(train, image_size: int, contract, num_classes: int, limit: int):
     """A class-balanced sample of the training split (the evaluation view, no augmentation)
     as batches of 1, for the int8 converter's representative dataset."""
-    rng = np.random.default_rng(0)
-    per_class = max(1, math.ceil(limit / max(1, num_classes)))
-    picked = []
-    for c in range(num_classes):
-        members = np.flatnonzero(train.labels == c)
-        picked.extend(rng.permutation(members)[:per_class].tolist())
-    sample = train.subset(np.array(sorted(picked)))
-    images, _ = _arrays(sample, image_size, contract, len(picked))
+    picked = _balanced(train.labels, num_classes, limit)
+    images, _ = _arrays(train.subset(picked), image_size, contract, len(picked))
     return lambda: (images[i : i + 1] for i in range(len(images)))
 
 

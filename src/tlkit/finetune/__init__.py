@@ -42,13 +42,7 @@ from typing import Any
 
 from tlkit.errors import UserError
 from tlkit.evaluation.report import write_report
-from tlkit.finetune.context import (
-    INPUTS_FILE,
-    RunContext,
-    locate_run_dir,
-    resolve_run_dir,
-    run_fingerprint,
-)
+from tlkit.finetune.context import INPUTS_FILE, RunContext, place_run, resolve_run_dir
 from tlkit.finetune.evidence import Outcome, train_with_evidence
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
@@ -74,7 +68,7 @@ from tlkit.freeze.freezer import Freezer
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import recipe_to_yaml, resolve_backbone, run_name
+from tlkit.recipes import resolve_backbone, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
 from tlkit.train.hooks import standard_hooks
@@ -129,12 +123,10 @@ def finetune(
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
     check_before_data(recipe, info, size)
-    if recipe.name == DEFAULT_NAME:  # the run's own name, in recipe.yaml and its reports too
-        recipe = recipe.model_copy(update={"name": run_name(recipe)})
+    named = recipe.name == DEFAULT_NAME
+    recipe, fingerprint, where, status = place_run(recipe, overwrite=overwrite, resume=resume)
+    if named:
         log(f"run name: {recipe.name} (the backbone and the data; --name sets another)")
-    fingerprint = run_fingerprint(recipe_to_yaml(recipe), recipe.data.source)
-    where, status = locate_run_dir(recipe.output, recipe.name, fingerprint=fingerprint,
-                                   overwrite=overwrite, resume=resume)
     if status == "done":
         log(f"{where} already holds this run, finished (the same recipe and the same files in "
             f"{recipe.data.source}): nothing to do. --overwrite trains it again there; --name "

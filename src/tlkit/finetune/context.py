@@ -16,6 +16,8 @@ import keras
 
 from tlkit.errors import UserError
 from tlkit.io import remove_stale_temporaries
+from tlkit.recipes import recipe_to_yaml, run_name
+from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.train.state import TrainState
 from tlkit.train.strategy import is_chief, resolve_strategy
 
@@ -213,6 +215,19 @@ def locate_run_dir(output, name: str, *, fingerprint: str | None = None,
             )
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
+
+
+def place_run(recipe, *, overwrite: bool = False, resume: bool = True):
+    """Where ``recipe``'s run goes and what happens there (``finetune`` acts on it, ``plan``
+    says it): the recipe with its run's name filled in (``<backbone>-<data>`` when it leaves the
+    default, so ``recipe.yaml`` and the reports carry it), its fingerprint, the directory and
+    :func:`locate_run_dir`'s status."""
+    if recipe.name == DEFAULT_NAME:
+        recipe = recipe.model_copy(update={"name": run_name(recipe)})
+    fingerprint = run_fingerprint(recipe_to_yaml(recipe), recipe.data.source)
+    where, status = locate_run_dir(recipe.output, recipe.name, fingerprint=fingerprint,
+                                   overwrite=overwrite, resume=resume)
+    return recipe, fingerprint, where, status
 
 
 def resolve_run_dir(

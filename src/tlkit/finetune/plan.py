@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkit.errors import TlkitError
-from tlkit.finetune.context import locate_run_dir, run_fingerprint
+from tlkit.finetune.context import place_run
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
     build_run_model,
@@ -27,7 +27,7 @@ from tlkit.finetune.policy import check_policies, decide, stage_summary
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
-from tlkit.recipes import recipe_to_yaml, resolve_backbone, run_name
+from tlkit.recipes import resolve_backbone
 from tlkit.train.plan import TrainPlan
 from tlkit.train.probe import is_linear_head
 from tlkit.train.routes import plan_feature_cache
@@ -50,12 +50,8 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
     info = get_model_info(recipe.model.backbone)
     size = checked_image_size(info, recipe.model.image_size)
     check_before_data(recipe, info, size)
-    name = run_name(recipe)
-    where, status = locate_run_dir(
-        recipe.output, name,
-        fingerprint=run_fingerprint(recipe_to_yaml(recipe.model_copy(update={"name": name})),
-                                    recipe.data.source))
-    log(f"run: {name} -> {where} ({RUN_DIR_STATUS[status]})")
+    named, _, where, status = place_run(recipe)
+    log(f"run: {named.name} -> {where} ({RUN_DIR_STATUS[status]})")
     inputs = prepare_inputs(
         recipe.data, recipe.augment, image_size=size, seed=recipe.seed, run_dir=None,
         progress=False, preprocess=recipe.preprocess, normalisation=info.preprocessing, log=log,
