@@ -139,9 +139,14 @@ def choose_temperature(probs: np.ndarray, labels: np.ndarray, *, folds: int = FO
            "ece_after": expected_calibration_error(out_of_fold, labels),
            "ece_se": _bootstrap_ece_se(probs, labels, seed)}
     choice |= {"folds": folds, "out_of_sample": oos}
-    t_all = _sharpening_cap(probs, labels, fit_temperature(probs, labels))
+    fitted = fit_temperature(probs, labels)
+    t_all = _sharpening_cap(probs, labels, fitted)
     choice["candidate"] = t_all  # what the images' own fit gives, kept or not
-    if gain.mean() <= margin * gain_se:
+    if t_all == 1.0:
+        capped = (f" once its sharpening to T = {fitted:.2f} is capped (the mean confidence is "
+                  "already at what these images show the accuracy to be)" if fitted < 1 else "")
+        choice["reason"] = f"not needed: T = 1 fits these images best{capped}"
+    elif gain.mean() <= margin * gain_se:
         choice["reason"] = (f"not kept: T = {t_all:.2f} took the out-of-fold NLL from "
                             f"{oos['nll_before']:.4f} to {oos['nll_after']:.4f}, a gain of "
                             f"{gain.mean():+.4f} within one standard error ({gain_se:.4f})")
@@ -303,11 +308,11 @@ def save_calibration(run_dir: Path, choice: dict[str, Any],
     calibrated = with_temperature(model, temperature)
     with atomic_path(Path(run_dir) / "model.keras") as tmp:
         calibrated.save(tmp)
-    log(describe(record, shown))
+    log(describe(record))
     return record, calibrated
 
 
-def describe(record: dict[str, Any], shown: str = "val") -> str:
+def describe(record: dict[str, Any]) -> str:
     """One line: the decision, the out-of-sample figures and what they rest on."""
     choice = record.get("decision") or {}
     t = record["temperature"]
