@@ -25,7 +25,7 @@ from tlkit.reports import (
     plot_confusion_matrix,
     write_per_class_csv,
 )
-from tlkit.runtime import artifact_format, load_runner
+from tlkit.runtime import UntrustedArtifact, artifact_format, load_runner
 
 
 @dataclass
@@ -43,9 +43,14 @@ class LoadedModel:
             self.contract = Contract.find(self.path, self.image_size)
 
 
-def load_trained(run_or_model: str | Path) -> LoadedModel:
+def load_trained(run_or_model: str | Path, *, trust: bool = False) -> LoadedModel:
     """Load ``model.keras`` and ``labels.json`` from a run directory, or a ``.keras`` file, or
     an exported artifact (a SavedModel folder, ``.tflite``, ``.onnx``) from ``tlkit export``.
+
+    Untrusted by default: a Keras file loads in Keras' safe mode (no Python code from the file,
+    such as a ``Lambda`` layer's, is deserialised) and an artifact must pass
+    :func:`tlkit.runtime.check_artifact` (nothing but computation on tensors) before it is
+    loaded. ``trust`` turns both off, for files the user made or vouches for.
 
     A bare ``.keras`` file without a ``labels.json`` beside it gets class names ``0..n-1``, and
     without a ``preprocessing.json`` the contract of runs saved before contracts (squash).
@@ -55,13 +60,13 @@ def load_trained(run_or_model: str | Path) -> LoadedModel:
 
     path = Path(run_or_model)
     if artifact_format(str(path)):
-        return _load_artifact(path)
+        return _load_artifact(path, trust)
     model_path = path / "model.keras" if path.is_dir() else path
     if not model_path.exists():
         hint = " (the run has not saved a model yet)" if path.is_dir() else ""
         raise UserError(f"no model at {model_path}{hint}")
     try:
-        model = keras.saving.load_model(model_path, compile=False)
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=not trust)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from None
     return trained_in_memory(model, model_path)
@@ -86,10 +91,12 @@ class ArtifactModel:
     """An exported artifact (SavedModel, ``.tflite``, ``.onnx``) called like a Keras model, in
     its own runtime (:func:`tlkit.runtime.load_runner`)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, trust: bool = False):
         self.path = path
         try:
-            self._run = load_runner(str(path))
+            self._run = load_runner(str(path), trust=trust)
+        except UntrustedArtifact as exc:
+            raise UserError(str(exc)) from None
         except ImportError as exc:
             raise UserError(f"cannot run {path}: {exc}; install the export extra: "
                             "python3 -m pip install 'tlkit[export]'") from None
@@ -100,7 +107,7 @@ class ArtifactModel:
         return self._run(np.asarray(images, np.float32))
 
 
-def _load_artifact(path: Path) -> LoadedModel:
+def _load_artifact(path: Path, trust: bool) -> LoadedModel:
     """An exported artifact with the ``labels.json`` and ``preprocessing.json`` beside it."""
     folder = path.parent
     contract_path, labels_path = folder / CONTRACT_FILE, folder / "labels.json"
@@ -110,7 +117,7 @@ def _load_artifact(path: Path) -> LoadedModel:
                         "(tlkit export puts them there)")
     contract = Contract.from_dict(json.loads(contract_path.read_text()))
     class_names = json.loads(labels_path.read_text())["class_names"]
-    return LoadedModel(ArtifactModel(path), class_names, contract.input_size, path, contract)
+    return LoadedModel(ArtifactModel(path, trust), class_names, contract.input_size, path, contract)
 
 
 @dataclass
@@ -156,14 +163,14 @@ def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(run_or_model: str | Path, data: str, *, batch_size: int = 32,
-             split: str = "all") -> tuple[Evaluation, LoadedModel, Any]:
+             split: str = "all", trust: bool = False) -> tuple[Evaluation, LoadedModel, Any]:
     """Evaluate a trained model on a data source (folder, ``csv:``, ``tfds:``, ``builtin:``).
 
     The source's classes are matched to the model's by name; classes the model does not know
     are a user error. ``split`` picks ``train``, ``val``, ``test`` or ``all`` of a source that
     has split folders; a plain class folder is evaluated whole.
     """
-    loaded = load_trained(run_or_model)
+    loaded = load_trained(run_or_model, trust=trust)
     chosen, bundle = labelled_split(data, split, [loaded])
     remap = np.array([loaded.class_names.index(c) for c in bundle.class_names])
     ds = make_dataset(_concat([chosen], remap), num_classes=len(loaded.class_names),
@@ -206,7 +213,7 @@ def _concat(splits: list, remap: np.ndarray):
 
 
 def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: int = 5,
-                  batch_size: int = 32, min_confidence: float = 0.0,
+                  batch_size: int = 32, min_confidence: float = 0.0, trust: bool = False,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Top-k predictions for image files and folders (searched recursively).
 
@@ -218,7 +225,7 @@ def predict_files(run_or_model: str | Path, paths: list[str | Path], *, top_k: i
         ``{label, probability}``, ``abstained``: its top probability is below
         ``min_confidence``) and the files that could not be read, with the reason.
     """
-    loaded = load_trained(run_or_model)
+    loaded = load_trained(run_or_model, trust=trust)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

@@ -10,6 +10,22 @@ is known to load and run where tlkit is not installed::
 ``INPUTS.npy`` is float32 ``[N, S, S, 3]`` raw RGB in 0..255 (the preprocessing contract's
 model input); ``OUTPUT.npz`` gets ``probabilities [N, C]``, ``latency_ms`` (median per image at
 batch 1) and ``load_seconds``. ``tlkit predict`` calls :func:`load_runner` in its own process.
+
+An artifact is a program, not a table of numbers: a SavedModel's graph can write files
+(``WriteFile``), print to one (``PrintV2``) or call back into Python (``PyFunc``); a ``.tflite``
+can carry TensorFlow ops as ``Flex`` custom ops; an ``.onnx`` can name ops from a custom domain
+and external data files anywhere on disk. So before anything is loaded, :func:`check_artifact`
+reads the file as data (protobuf or flatbuffer) and refuses, with :class:`UntrustedArtifact`,
+one that needs more than arithmetic on tensors:
+
+- SavedModel: every op in every function the loader or a signature can run (the closure of the
+  object graph's concrete functions) is in :data:`PURE_OPS`; the checkpoint's own save and
+  restore functions, which only TF1 loaders run, may add :data:`SAVER_OPS`. A SavedModel
+  without an object graph (TF1) is refused: its loader runs the main graph.
+- TFLite: builtin operators only (no custom or ``Flex`` ops).
+- ONNX: the standard domains only, and external data inside the model's folder.
+
+``load_runner(path, trust=True)`` skips the check (``tlkit predict --trust``).
 """
 
 from __future__ import annotations
@@ -22,6 +38,152 @@ import numpy as np
 
 FORMATS_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx"}
 
+#: TensorFlow ops that compute on tensors and touch nothing outside the graph: what tlkit's and
+#: Keras' exports of every tlkit family hold, and the common layers of other Keras models.
+#: Missing on purpose: file, Python and summary ops (WriteFile, ReadFile, PyFunc, EagerPyFunc,
+#: PrintV2, SaveV2, ImmutableConst, ...), datasets and queues.
+PURE_OPS = frozenset("""
+    Abs Add AddN AddV2 All Any ArgMax ArgMin Assert AssignAddVariableOp AssignSubVariableOp
+    AssignVariableOp AvgPool AvgPool3D BatchMatMul BatchMatMulV2 BatchMatMulV3 BiasAdd
+    BroadcastArgs BroadcastTo Cast Ceil CheckNumerics ClipByValue ConcatV2 Const Conv2D
+    Conv2DBackpropInput Conv3D Cos Cumsum DepthToSpace DepthwiseConv2dNative DisableCopyOnRead
+    DivNoNan Einsum Elu Equal Erf Exp ExpandDims Fill Floor FloorDiv FloorMod FusedBatchNorm
+    FusedBatchNormV3 GatherNd GatherV2 Greater GreaterEqual Identity IdentityN If
+    ImageProjectiveTransformV3 IsFinite L2Loss LRN LeakyRelu Less LessEqual Log Log1p LogSoftmax
+    LogicalAnd LogicalNot LogicalOr MatMul Max MaxPool MaxPool3D MaxPoolV2 Maximum Mean Min
+    Minimum MirrorPad Mul Neg NoOp NotEqual OneHot OnesLike Pack Pad PadV2 PartitionedCall
+    Placeholder PlaceholderWithDefault Pow Prod RandomStandardNormal RandomUniform Range Rank
+    ReadVariableOp RealDiv Reciprocal Relu Relu6 Reshape ResizeBilinear ResizeNearestNeighbor
+    ReverseV2 Round Rsqrt Select SelectV2 Selu Shape ShapeN Sigmoid Sign Sin Size Slice Softmax
+    Softplus Softsign SpaceToDepth Split SplitV Sqrt Square SquaredDifference Squeeze
+    StatefulPartitionedCall StatelessIf StatelessRandomGetKeyCounter StatelessRandomNormalV2
+    StatelessRandomUniformV2 StatelessWhile StopGradient StridedSlice Sub Sum Tanh TensorListFromTensor
+    TensorListGetItem TensorListReserve TensorListSetItem TensorListStack Tile TopKV2 Transpose
+    Unpack VarHandleOp VarIsInitializedOp While ZerosLike
+    Acos Acosh Asin Asinh Atan Atan2 Atanh BitwiseAnd BitwiseOr BitwiseXor Bitcast Bucketize
+    Cholesky Cosh CropAndResize Cumprod Dilation2D EnsureShape Expm1 ExtractImagePatches
+    FakeQuantWithMinMaxVars FakeQuantWithMinMaxVarsPerChannel HSVToRGB InTopKV2 Invert
+    LeftShift LinSpace LogMatrixDeterminant MatrixBandPart MatrixDeterminant MatrixDiagPartV3
+    MatrixDiagV3 MatrixInverse MatrixSetDiagV3 MatrixSolve MatrixTriangularSolve Mod Qr
+    RGBToHSV ResizeArea ResizeBicubic ReverseSequence RightShift ScatterNd SegmentSum
+    SelfAdjointEigV2 Sinh Svd Tan TensorScatterAdd TensorScatterUpdate TruncateDiv
+    TruncateMod Unique UnsortedSegmentSum Where Xdivy Xlogy
+""".split())
+
+#: What a SavedModel's checkpoint functions (``__inference__traced_save_*``/``_restore_*``) add:
+#: allowed there only, never in a function a signature or the loader runs.
+SAVER_OPS = frozenset("MergeV2Checkpoints RestoreV2 SaveV2 ShardedFilename StaticRegexFullMatch "
+                      "StringJoin".split())
+
+#: ONNX operator domains onnxruntime implements itself (no custom-op library).
+ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+class UntrustedArtifact(ValueError):
+    """An artifact that asks for more than arithmetic on tensors (nothing in it was run)."""
+
+
+def check_artifact(path: str) -> None:
+    """Raise :class:`UntrustedArtifact` unless the artifact at ``path`` only computes on
+    tensors (see the module's docstring); reads it as data, runs nothing."""
+    kind = artifact_format(path)
+    if kind == "saved_model":
+        _check_saved_model(path)
+    elif kind == "tflite":
+        _check_tflite(path)
+    elif kind == "onnx":
+        _check_onnx(path)
+
+
+def _refuse(path: str, what: str) -> UntrustedArtifact:
+    return UntrustedArtifact(
+        f"{path}: {what}. A model file is a program; tlkit runs only those that compute on "
+        "tensors and touch nothing else. If you made this file or trust who did, pass --trust.")
+
+
+def _check_saved_model(path: str) -> None:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    for graph in proto.meta_graphs:
+        if not graph.object_graph_def.nodes:
+            raise _refuse(path, "a TF1 SavedModel (no object graph): its loader runs the graph")
+        library = {f.signature.name: f for f in graph.graph_def.library.function}
+        served = _closure(graph.object_graph_def.concrete_functions, library)
+        bad = _ops_outside(served, library, PURE_OPS)
+        rest = [name for name in library if name not in served]
+        bad += _ops_outside(rest, library, PURE_OPS | SAVER_OPS)
+        bad += sorted({f"{n.op} (graph)" for n in graph.graph_def.node
+                       if n.op not in PURE_OPS | SAVER_OPS})
+        if bad:
+            raise _refuse(path, "its graph has ops outside tlkit's list of ops that only "
+                                "compute on tensors: " + ", ".join(sorted(set(bad))[:8]))
+
+
+def _closure(roots, library) -> set[str]:
+    """The library functions ``roots`` call, directly or through any node's function attrs."""
+    seen, todo = set(), [name for name in roots if name in library]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in library[name].node_def:
+            if node.op in library:
+                todo.append(node.op)
+            for attr in node.attr.values():
+                names = [attr.func.name, *(f.name for f in attr.list.func)]
+                todo += [n for n in names if n in library]
+    return seen
+
+
+def _ops_outside(functions, library, allowed) -> list[str]:
+    return [f"{node.op} (in {name})" for name in functions for node in library[name].node_def
+            if node.op not in allowed and node.op not in library]
+
+
+def _check_tflite(path: str) -> None:
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # the schema TensorFlow still ships
+        from tensorflow.lite.python import schema_py_generated as schema  # type: ignore[no-redef]
+
+    with open(path, "rb") as f:
+        model = schema.Model.GetRootAsModel(f.read(), 0)
+    custom = schema.BuiltinOperator.CUSTOM
+    names = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == custom:
+            names.add((code.CustomCode() or b"?").decode(errors="replace"))
+    if names:
+        raise _refuse(path, "it has custom operators, run by code outside TFLite's builtins: "
+                            + ", ".join(sorted(names)))
+
+
+def _check_onnx(path: str) -> None:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    graphs, bad = [model.graph], set()
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            if node.domain not in ONNX_DOMAINS:
+                bad.add(f"{node.op_type} (domain {node.domain})")
+            graphs += [a.g for a in node.attribute if a.HasField("g")]
+            graphs += [g for a in node.attribute for g in a.graphs]
+        for tensor in graph.initializer:
+            for entry in tensor.external_data:
+                where = os.path.normpath(entry.value) if entry.key == "location" else ""
+                if os.path.isabs(where) or where.startswith(".."):
+                    bad.add(f"external data outside its folder ({entry.value})")
+    if bad:
+        raise _refuse(path, "it needs more than onnxruntime's own operators: "
+                            + ", ".join(sorted(bad)))
+
 
 def artifact_format(path: str) -> str | None:
     """``saved_model``, ``tflite`` or ``onnx`` from an artifact's path, or None."""
@@ -30,9 +192,15 @@ def artifact_format(path: str) -> str | None:
     return FORMATS_BY_SUFFIX.get(os.path.splitext(path)[1].lower())
 
 
-def load_runner(path: str):
-    """A function ``float32 [N, S, S, 3] -> float32 [N, C]`` running the artifact at ``path``."""
+def load_runner(path: str, *, trust: bool = False):
+    """A function ``float32 [N, S, S, 3] -> float32 [N, C]`` running the artifact at ``path``.
+
+    Raises :class:`UntrustedArtifact` (having loaded nothing) for an artifact that is more than
+    arithmetic on tensors, unless ``trust``.
+    """
     kind = artifact_format(path)
+    if not trust:
+        check_artifact(path)
     if kind == "saved_model":
         return _saved_model(path)
     if kind == "tflite":
@@ -130,7 +298,7 @@ def main(argv: list[str]) -> int:
     artifact, inputs, output = argv
     images = np.load(inputs)
     start = time.perf_counter()
-    run = load_runner(artifact)
+    run = load_runner(artifact, trust=True)  # the gate's artifacts: just written by tlkit
     loaded = time.perf_counter() - start
     probabilities = run_all(run, images)
     np.savez(output, probabilities=probabilities, latency_ms=latency_ms(run, images),

@@ -16,16 +16,19 @@ from tlkit.cli._run import handle_errors, quiet_tensorflow
 @click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=0.0,
               help="Abstain (say so, name no class) when the top probability is below this. "
               "Probabilities are calibrated when the run fitted a temperature.")
+@click.option("--trust", is_flag=True,
+              help="Load the model file as a program you trust: Keras files without safe mode, "
+              "exported artifacts without the check that they only compute on tensors.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def predict(run_or_model, images, top_k, min_confidence, as_json) -> None:
+def predict(run_or_model, images, top_k, min_confidence, trust, as_json) -> None:
     """Classify IMAGES (files or folders) with a run directory, a .keras model, or an exported
     artifact (SavedModel folder, .tflite, .onnx from tlkit export)."""
     quiet_tensorflow()
     from tlkit.evaluate import predict_files
 
     results, skipped = predict_files(run_or_model, list(images), top_k=top_k,
-                                     min_confidence=min_confidence)
+                                     min_confidence=min_confidence, trust=trust)
     if as_json:
         click.echo(json.dumps({"predictions": results, "skipped": skipped}, indent=2))
         return
@@ -61,9 +64,12 @@ def predict(run_or_model, images, top_k, min_confidence, as_json) -> None:
 @click.option("--output", type=click.Path(file_okay=False),
               help="Also write evaluation.json, confusion_matrix.png and per_class.csv here "
               "(a folder inside a run directory puts the table in its report.html).")
+@click.option("--trust", is_flag=True,
+              help="Load the model file as a program you trust: Keras files without safe mode, "
+              "exported artifacts without the check that they only compute on tensors.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def evaluate(runs, data, split, methods, scales, max_images, batch_size, output,
+def evaluate(runs, data, split, methods, scales, max_images, batch_size, output, trust,
              as_json) -> None:
     """Top-1, top-5, confusion matrix and per-class scores on labelled data.
 
@@ -84,7 +90,8 @@ def evaluate(runs, data, split, methods, scales, max_images, batch_size, output,
     except ValueError:
         raise UserError(f"--scales takes whole numbers separated by commas, got {scales!r}") from None
     results, bundle = evaluate_runs(list(runs), data, list(dict.fromkeys(chosen)), split=split,
-                                    scales=qs, batch_size=batch_size, max_images=max_images)
+                                    scales=qs, batch_size=batch_size, max_images=max_images,
+                                    trust=trust)
     main = results[-1] if len(runs) > 1 else results[0]
     result = evaluate_predictions(main.probabilities, main.labels, bundle.class_names)
     document = {**result.as_dict(), "model": main.model, "method": main.method,

@@ -19,18 +19,20 @@ __all__ = ["METHODS", "MethodResult", "evaluate_methods", "evaluate_runs", "form
 
 
 def evaluate_runs(paths: list, data: str, methods: list[str], *, split: str = "all",
-                  scales=None, batch_size: int = 32, max_images: int | None = None):
+                  scales=None, batch_size: int = 32, max_images: int | None = None,
+                  trust: bool = False):
     """Every method on every model in ``paths`` (run directories, ``.keras`` files or exported
     artifacts) and on their ensemble, on ``split`` of ``data``.
 
     ``max_images`` evaluates a class-balanced sample of that many images (seeded, the same for
-    every method and model), for methods that cost a hundred views per image.
+    every method and model), for methods that cost a hundred views per image. ``trust`` loads
+    the models without the checks on untrusted files (:func:`tlkit.evaluate.load_trained`).
 
     Returns:
         ``(results, bundle)``: a :class:`MethodResult` per (model, method), ensembles after
         their members, and the data bundle.
     """
-    models = [load_trained(p) for p in paths]
+    models = [load_trained(p, trust=trust) for p in paths]
     chosen, bundle = labelled_split(data, split, models)
     if max_images and max_images < len(chosen):
         chosen = chosen.subset(balanced_sample(chosen.labels, max_images))
