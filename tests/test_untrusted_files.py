@@ -264,3 +264,36 @@ def test_the_keras_pin_excludes_releases_with_known_bypasses():
     as_tuple = lambda v: tuple(int(p) for p in v.split(".")[:3])  # noqa: E731
     assert as_tuple(floor) >= (3, 14, 0)
     assert as_tuple(metadata.version("keras")) >= as_tuple(floor)
+
+
+def test_a_run_directory_holding_a_hostile_model_is_refused_by_every_command(
+        tmp_path, hostile, images):
+    """``model.keras`` with a Lambda inside a run directory (as a downloaded run would be),
+    through every command that loads a run's model (``tlkit report`` loads it the same way,
+    through ``load_trained``, after reading the run's recipe); and the file-writing SavedModel
+    as ``--weights``, which takes Keras files and run directories only."""
+    marker = tmp_path / "code-ran"
+    where = str(marker)
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Lambda(lambda t: (open(where, "w").close(), t)[1], name="evil")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(run / "model.keras")
+    marker.unlink(missing_ok=True)  # building the model ran the lambda once, here
+    _beside(run)
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=6)
+    folder, sm_marker = hostile
+    commands = [("export", run, "--format", "onnx"), ("predict", run, images),
+                ("evaluate", run, "--data", images)]
+    for weights in (run, folder / "saved_model"):
+        commands += [(verb, "--backbone", "lenet5", "--weights", weights, "--data", data,
+                      "--epochs", 1, "--output", tmp_path / f"out-{verb}-{weights.name}")
+                     for verb in ("finetune", "pretrain")]
+    for args in commands:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output, result.output
+        assert not marker.exists() and not sm_marker.exists(), args
+        expected = "no model.keras" if folder / "saved_model" in args else "Lambda"
+        assert expected in result.output, (args, result.output)

@@ -25,7 +25,7 @@ from tlkit.export import convert
 from tlkit.export.convert import FORMATS, ExportError, size_bytes
 from tlkit.io import atomic_write_json
 from tlkit.recipes.rundata import run_data
-from tlkit.runtime import artifact_format, latency_ms, run_all
+from tlkit.runtime import UntrustedArtifact, artifact_format, check_artifact, latency_ms, run_all
 
 #: Parity gates by format class: minimum top-1 agreement, maximum absolute probability
 #: difference, maximum top-1 accuracy lost (fraction).
@@ -58,6 +58,9 @@ class ArtifactCheck:
     passed: bool
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Why ``tlkit predict`` will refuse this artifact without ``--trust`` (ops outside
+    #: :data:`tlkit.runtime.PURE_OPS`), or None.
+    needs_trust: str | None = None
 
     @classmethod
     def not_made(cls, fmt: str, reason: str, keras_ms: float) -> ArtifactCheck:
@@ -197,6 +200,11 @@ def export_run(
                 log(f"export: {fmt} FAILED: {exc}")
                 continue
             check.seconds = round(time.perf_counter() - started, 1)
+            try:
+                check_artifact(str(target))
+            except UntrustedArtifact as exc:
+                check.needs_trust = str(exc)
+                log(f"export: {fmt}: tlkit predict will need --trust for it: {exc}")
             if not check.passed and not allow_drift:
                 marked = _mark_failed(target)
                 check.path = str(marked)
