@@ -5,14 +5,19 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
 from tlkit.train.probe import (
+    TEMPERATURES,
     fit_linear_head,
     holdout_split,
     is_linear_head,
     set_linear_head,
 )
+
+#: One step of the temperature grid, in log T (``TEMPERATURES`` is geometric).
+GRID_STEP = float(np.log(TEMPERATURES[1] / TEMPERATURES[0]))
 
 
 def _blobs(n_per_class=40, classes=4, dim=16, spread=1.0, seed=0):
@@ -60,7 +65,7 @@ def test_a_nearly_dead_feature_does_not_get_a_huge_weight():
 
 
 def test_temperature_is_calibrated_on_the_held_out_part():
-    from tlkit.train.probe import TEMPERATURES, calibrate_temperature
+    from tlkit.train.probe import calibrate_temperature
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 2000)
@@ -72,8 +77,64 @@ def test_temperature_is_calibrated_on_the_held_out_part():
     t = calibrate_temperature(true_logits * 4, labels)
     assert 2.5 < t < 6.5
     assert 0.6 < calibrate_temperature(true_logits, labels) < 1.6
-    fit = fit_linear_head(*_blobs(spread=4.0, seed=2), 4, seed=0)
-    assert fit.temperature in TEMPERATURES
+    # The grid's choice is the NLL optimum found without a grid, to within one grid step.
+    for logits in (true_logits * 4, true_logits / 3):
+        best = _nll_optimal_temperature(logits, labels)
+        assert abs(np.log(calibrate_temperature(logits, labels) / best)) < GRID_STEP
+    assert _nll_optimal_temperature(true_logits / 3, labels) < 0.5  # under-confident: T < 1
+
+
+def _nll(logits, labels, t=1.0):
+    z = np.asarray(logits, np.float64) / t
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
+def _nll_optimal_temperature(logits, labels) -> float:
+    """The temperature minimising the log loss, by a bounded scalar search over log T (scipy;
+    no grid, nothing of tlkit's)."""
+    found = minimize_scalar(lambda log_t: _nll(logits, labels, np.exp(log_t)),
+                            bounds=(np.log(0.01), np.log(100.0)), method="bounded",
+                            options={"xatol": 1e-6})
+    return float(np.exp(found.x))
+
+
+def _gaussian_classes(n_per_class, rng, centres, spread):
+    y = np.repeat(np.arange(len(centres)), n_per_class)
+    return (centres[y] + rng.normal(0, spread, (len(y), centres.shape[1]))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("c, dim, spread, side", [
+    (100.0, 32, 3.0, "over"),  # weak L2 on overlapping classes: over-confident, T* near 7
+    (1.0, 64, 2.0, "under"),  # strong L2 on well separated classes: under-confident, T* near 0.35
+])
+def test_the_fitted_head_divides_its_logits_by_the_nll_optimal_temperature(c, dim, spread, side):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (4, dim))
+    x, y = _gaussian_classes(20, rng, centres, spread)
+    held_x, held_y = _gaussian_classes(200, rng, centres, spread)
+    fit = fit_linear_head(x, y, 4, seed=0, cs=(c,), holdout_data=(held_x, held_y))
+    head = held_x @ fit.kernel + fit.bias  # the saved head's logits: temperature applied
+    raw = head * fit.temperature  # the solver's logits, before it
+    best = _nll_optimal_temperature(raw, held_y)
+    assert (best > 3.0) if side == "over" else (best < 0.5)  # the case is far from T = 1
+    chosen = fit.temperature
+    assert abs(np.log(chosen / best)) < GRID_STEP, f"T = {chosen:.3g}, the NLL optimum {best:.3g}"
+    assert _nll(head, held_y) < _nll(raw, held_y) - 0.05  # better than T = 1
+    # the saved head is calibrated: its own best temperature is 1, within a grid step
+    assert abs(np.log(_nll_optimal_temperature(head, held_y))) < GRID_STEP
+    assert np.array_equal(np.argmax(head, 1), np.argmax(raw, 1))  # a temperature only
+
+
+def test_the_head_is_calibrated_on_its_own_held_out_split_too():
+    # No held-out data given: the fit holds out a quarter of the images itself. Weak L2 on
+    # overlapping classes is over-confident there as well.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (4, 32))
+    x, y = _gaussian_classes(40, rng, centres, 3.0)
+    fit = fit_linear_head(x, y, 4, seed=0, cs=(100.0, 1000.0))
+    assert fit.temperature > 2.5, f"T = {fit.temperature:.3g}"
 
 
 def test_regularisation_is_chosen_on_the_held_out_part():

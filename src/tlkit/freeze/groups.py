@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,17 +57,55 @@ def model_layers(model: keras.Model) -> list:
 def _parents(model: keras.Model) -> dict[str, set[str]]:
     """Layer name -> names of the layers feeding it, over the nodes of ``model`` only.
 
-    The dict is in topological order (every layer after the layers feeding it).
+    The dict is in topological order (every layer after the layers feeding it). Read from
+    Keras' private ``Functional._nodes_by_depth`` (the per-model graph: right also for layers
+    that another model shares); where that is missing or not what tlkit reads, from the public
+    ``operations`` and ``input``/``output`` tensors, with a warning that says so.
     """
+    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is None:
+        return _chain(model)  # an unbuilt Sequential: a chain by definition, no graph yet
     graph = getattr(model, "_functional", None) or model  # a built Sequential wraps a Functional
     nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
-    parents: dict[str, set[str]] = {}
     if nodes_by_depth is None:
-        previous = None
-        for layer in model_layers(model):
-            parents[layer.name] = {previous} if previous else set()
-            previous = layer.name
-        return parents
+        why = "has no Functional._nodes_by_depth"
+    else:
+        try:
+            parents = _parents_from_nodes(nodes_by_depth)
+        except (AttributeError, TypeError, KeyError) as exc:
+            why = f"has a Functional._nodes_by_depth that tlkit cannot read ({exc!r})"
+        else:
+            missing = [la.name for la in model_layers(model) if la.name not in parents]
+            if not missing:
+                return parents
+            why = f"has a Functional._nodes_by_depth without the layers {missing[:3]}"
+    if not hasattr(graph, "operations") or not hasattr(graph, "inputs"):
+        raise TlkitError(
+            f"Keras {keras.__version__} {why}, and {type(model).__name__} {model.name!r} is not "
+            "a functional model whose graph tlkit can read otherwise: the freeze groups' depths "
+            "(--freeze N) need the graph. tlkit is tested on Keras >= 3.15.1"
+        )
+    warnings.warn(
+        f"tlkit: Keras {keras.__version__} {why} (tlkit is tested on Keras >= 3.15.1); the "
+        "freeze depths of this model are read from its public operations and their input/"
+        "output tensors instead",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return _parents_from_tensors(graph)
+
+
+def _chain(model: keras.Model) -> dict[str, set[str]]:
+    parents: dict[str, set[str]] = {}
+    previous = None
+    for layer in model_layers(model):
+        parents[layer.name] = {previous} if previous else set()
+        previous = layer.name
+    return parents
+
+
+def _parents_from_nodes(nodes_by_depth) -> dict[str, set[str]]:
+    """:func:`_parents` from Keras' private ``Functional._nodes_by_depth``."""
+    parents: dict[str, set[str]] = {}
     for depth in sorted(nodes_by_depth, reverse=True):  # Keras depth 0 is the output
         for node in nodes_by_depth[depth]:
             op = node.operation
@@ -74,6 +113,29 @@ def _parents(model: keras.Model) -> dict[str, set[str]]:
                 continue
             names = {p.operation.name for p in node.parent_nodes if p.operation is not None}
             parents.setdefault(op.name, set()).update(names)
+    return parents
+
+
+def _parents_from_tensors(graph) -> dict[str, set[str]]:
+    """:func:`_parents` from public attributes: ``graph.operations`` (topological order) and
+    each operation's ``input``/``output`` (the tensors of its first call, so an operation that
+    another model called first cannot be placed: that is an error, not a guess)."""
+    made_by = {id(t): "" for t in keras.tree.flatten(graph.inputs)}
+    parents: dict[str, set[str]] = {}
+    for op in graph.operations:
+        if not isinstance(op, keras.layers.InputLayer):
+            names = set()
+            for tensor in keras.tree.flatten(op.input):
+                if id(tensor) not in made_by:
+                    raise TlkitError(
+                        f"cannot place {op.name!r} in the graph of {graph.name!r} from public "
+                        f"Keras {keras.__version__} attributes: its first input is not made in "
+                        "this model (a layer shared with another model?)"
+                    )
+                names.add(made_by[id(tensor)])
+            parents[op.name] = names - {""}
+        for tensor in keras.tree.flatten(op.output):
+            made_by[id(tensor)] = op.name
     return parents
 
 

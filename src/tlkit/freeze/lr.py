@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from tlkit.errors import UnknownNameError
+from tlkit.errors import TlkitError, UnknownNameError
 from tlkit.freeze.groups import freeze_groups
 from tlkit.models.registry import ModelInfo
 
@@ -75,6 +75,13 @@ def apply_lr_multipliers(optimizer, multipliers: Mapping[str, float]):
     runs, on every backend and under ``tf.distribute``). A ``LossScaleOptimizer`` is handled
     through its inner optimizer. Calling it again replaces the previous multipliers.
 
+    ``update_step`` gets the backend's variable (a ``tf.Variable`` on TensorFlow, which has no
+    Keras ``path``), so its path is looked up through the optimizer's private
+    ``_get_variable_index`` and ``_trainable_variables`` (Keras >= 3.15.1). Without them, or when
+    they give no path of the table for a step that updates variables of the table, a
+    :class:`~tlkit.errors.TlkitError` says so: a multiplier silently not applied would train
+    the pretrained layers at the head's rate.
+
     Args:
         optimizer: A Keras 3 optimizer instance.
         multipliers: ``{variable.path: multiplier}`` from :func:`variable_multipliers`.
@@ -83,16 +90,56 @@ def apply_lr_multipliers(optimizer, multipliers: Mapping[str, float]):
         The same optimizer.
     """
     target = getattr(optimizer, "inner_optimizer", optimizer)
+    missing = [name for name in PRIVATE if not hasattr(target, name)]
+    if missing:
+        raise TlkitError(_unsupported(target, f"has no {' or '.join(missing)}"))
     base = target.__dict__.get("_tlkit_update_step") or target.update_step
+    base_apply = target.__dict__.get("_tlkit_apply") or target.apply
     table = {path: float(m) for path, m in multipliers.items() if float(m) != 1.0}
+    seen: set[str] = set()
 
     def update_step(gradient, variable, learning_rate):
-        index = target._get_variable_index(variable)
-        path = target._trainable_variables[index].path
+        try:
+            path = target._trainable_variables[target._get_variable_index(variable)].path
+        except (AttributeError, KeyError, IndexError, TypeError) as exc:
+            raise TlkitError(
+                _unsupported(target, f"cannot find a variable's path ({exc!r})")
+            ) from exc
+        seen.add(path)
         if path in table:
             learning_rate = learning_rate * table[path]
         return base(gradient, variable, learning_rate)
 
+    def apply(grads, trainable_variables=None):
+        # Runs in Python (eagerly, or once per trace): the update steps it caused are known.
+        seen.clear()
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)  # read twice: once here
+        result = base_apply(grads, trainable_variables)
+        if trainable_variables is not None:
+            pairs = zip(grads, trainable_variables, strict=False)
+            wanted = {v.path for g, v in pairs if g is not None and getattr(v, "path", "") in table}
+            if wanted and not wanted & seen:
+                raise TlkitError(_unsupported(
+                    target, f"did not pass {sorted(wanted)[0]!r} (or any variable with a "
+                    "multiplier) through update_step with its path"))
+        return result
+
     target._tlkit_update_step = base
     target.update_step = update_step
+    target._tlkit_apply = base_apply
+    target.apply = apply
     return optimizer
+
+
+#: The optimizer's private attributes :func:`apply_lr_multipliers` reads.
+PRIVATE = ("_get_variable_index", "_trainable_variables")
+
+
+def _unsupported(target, what: str) -> str:
+    return (
+        f"per-group learning rates (freeze.pretrained_lr, freeze.lr_multipliers): Keras "
+        f"{keras.__version__}'s {type(target).__name__} {what}; tlkit reads the optimizer's "
+        f"private {' and '.join(PRIVATE)} and is tested on Keras >= 3.15.1. Install that Keras, "
+        "or train without multipliers (--set freeze.pretrained_lr=1.0)"
+    )

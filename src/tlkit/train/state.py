@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,22 +99,54 @@ def _save_weights(model, path: Path) -> None:
     keeps the half-closed file, prints tracebacks from its finalisers and crashes the interpreter
     at exit (measured with h5py 3.x: exit 139 after EFBIG), so the user would see a segfault
     instead of the error. Keras builds its ``.keras`` archives' weights in memory the same way;
-    the two calls used here are Keras' own (``saving_lib``), with the public call as fallback.
+    the two calls used here are Keras' own, private ones (``keras.src.saving.saving_lib``).
+    Where they are missing or behave otherwise, the public call writes the same file, with a
+    warning that names the fallback and what it loses.
     """
-    try:
-        from keras.src.saving.saving_lib import H5IOStore, _save_state
-    except ImportError:  # another Keras: the public call (right, but for the crash above)
+    data = _weights_in_memory(model)
+    if isinstance(data, str):  # why the private path is not available
+        import keras  # only for the message: this module needs no Keras otherwise
+
+        warnings.warn(
+            f"tlkit: checkpoints are written by model.save_weights: Keras {keras.__version__} "
+            f"{data} (tlkit is tested on Keras >= 3.15.1). The file is the same, but a failed "
+            "write (a full disk) may crash Python at exit instead of raising the error",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         model.save_weights(path)
         return
-    buffer = io.BytesIO()
-    store = H5IOStore(buffer, mode="w")
-    _save_state(model, weights_store=store, assets_store=None, inner_path="",
-                visited_saveables=set())
-    store.close()
     with open(path, "wb") as fh:
-        fh.write(buffer.getbuffer())
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+#: The first bytes of every HDF5 file.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _weights_in_memory(model) -> memoryview | str:
+    """The ``.weights.h5`` file of ``model`` as bytes, or why Keras' private saving calls
+    cannot build it."""
+    try:
+        # Function-level: keras.src is Keras' private tree, read only when a checkpoint is
+        # written, and its absence is a fallback here, not an import error of tlkit.
+        from keras.src.saving.saving_lib import H5IOStore, _save_state
+    except ImportError as exc:
+        return f"has no keras.src.saving.saving_lib.H5IOStore/_save_state ({exc})"
+    buffer = io.BytesIO()
+    try:
+        store = H5IOStore(buffer, mode="w")
+        _save_state(model, weights_store=store, assets_store=None, inner_path="",
+                    visited_saveables=set())
+        store.close()
+    except TypeError as exc:  # another signature: not the calls this was written for
+        return f"has a keras.src.saving.saving_lib.H5IOStore/_save_state that differ ({exc})"
+    data = buffer.getbuffer()  # no copy: a checkpoint can be hundreds of MB
+    if data[: len(HDF5_SIGNATURE)].tobytes() != HDF5_SIGNATURE:
+        return "wrote no HDF5 file through keras.src.saving.saving_lib.H5IOStore"
+    return data
 
 
 def restore_checkpoint(run_dir: Path, name: str, model, optimizer) -> None:
