@@ -250,3 +250,20 @@ def test_a_saving_lib_that_changed_falls_back_with_a_warning(tmp_path, monkeypat
     monkeypatch.setattr(saving_lib, "H5IOStore", Changed)
     with pytest.warns(RuntimeWarning, match="_save_state that differ"):
         _checkpoint(tmp_path)
+
+
+def test_the_replica_build_override_is_installed_on_the_tested_keras_and_warns_without_it():
+    """``train.trainer`` replaces Keras' private ``_maybe_symbolic_build`` (keras#19246); on a
+    Keras without it the override would be set and never called, so it says so instead."""
+    import types
+
+    from tlkit.train.trainer import _build_from_first_replica
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _build_from_first_replica(model)
+    assert isinstance(model.__dict__["_maybe_symbolic_build"], types.MethodType)
+    with pytest.warns(RuntimeWarning, match="_maybe_symbolic_build"):
+        _build_from_first_replica(types.SimpleNamespace())

@@ -423,4 +423,12 @@ def _build_from_first_replica(model) -> None:
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
+    missing = [name for name in ("_maybe_symbolic_build", "_symbolic_build",
+                                 "_distribute_strategy") if not hasattr(model, name)]
+    if missing:  # the override would be set and never called: say so instead
+        warnings.warn(f"tlkit: Keras {keras.__version__} has no {', '.join(missing)} (private; "
+                      "tlkit is tested on Keras >= 3.15.1): a validation batch that does not "
+                      "split evenly across replicas may fail (keras-team/keras#19246)",
+                      RuntimeWarning, stacklevel=2)
+        return
     model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
