@@ -155,21 +155,51 @@ def test_predict_runs_each_artifact_like_the_run(exported, run):
         assert [r["top"][0]["label"] for r in got] == expected, fmt
 
 
+def _swap_classes(path):
+    """Rewrite the ONNX file at ``path`` so that its classifier's kernel (ResNet-18's 512
+    features -> 3 classes) has its columns rolled by one: class ``c``'s weights score ``c + 1``."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path))
+    kernels = [init for init in graph.graph.initializer if tuple(init.dims) == (512, 3)]
+    assert len(kernels) == 1, [tuple(init.dims) for init in graph.graph.initializer]
+    kernel = numpy_helper.to_array(kernels[0])
+    kernels[0].CopyFrom(numpy_helper.from_array(np.roll(kernel, 1, axis=1), kernels[0].name))
+    onnx.save(graph, str(path))
+    return path
+
+
 def test_a_failed_gate_exits_1_and_keeps_the_artifact_marked(run, monkeypatch):
-    from tlkit import export
+    """A real failing artifact, judged by the real gate: the ONNX file is written, then its
+    classifier's columns are rolled (as a converter that mixed up the classes would leave it);
+    the gate runs it in onnxruntime and finds it disagrees with the Keras model."""
+    from tlkit.export import convert
 
     _, out = run
-    monkeypatch.setitem(export.GATES, "float", {**export.GATES["float"], "max_abs_diff": -1.0})
+    written = convert.onnx
+    monkeypatch.setattr(convert, "onnx", lambda model, path: _swap_classes(written(model, path)))
     target = out / "drift"
     result = invoke("export", out, "--format", "onnx", "--out", target, "--max-images", "8")
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert "failed the parity gate" in result.output and "FAIL" in result.output
+    assert "onnx: top-1 agreement 0.00% is below 99.9%" in result.output
+    assert "onnx: probabilities differ by up to" in result.output
+    assert "passed the parity gate" not in result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("onnx ")]
+    assert rows and all(row[-1] == "FAIL" for row in rows)  # the table's row: nothing passes
     assert (target / "model.FAILED-PARITY.onnx").is_file() and not (target / "model.onnx").exists()
-    assert json.loads((target / "export_report.json").read_text())["passed"] is False
+    report = json.loads((target / "export_report.json").read_text())
+    assert report["passed"] is False
+    [check] = report["checks"]
+    assert check["format"] == "onnx" and check["passed"] is False and check["failures"]
+    assert check["agreement"] < 0.5 and check["max_abs_diff"] > 0.1  # it really disagrees
+    assert check["path"].endswith("model.FAILED-PARITY.onnx")
     allowed = invoke("export", out, "--format", "onnx", "--out", target, "--max-images", "8",
                      "--allow-drift")
     assert allowed.exit_code == 0, allowed.output
     assert (target / "model.onnx").is_file() and not (target / "model.FAILED-PARITY.onnx").exists()
+    assert json.loads((target / "export_report.json").read_text())["passed"] is False
 
 
 def test_export_user_mistakes_exit_2(run, tmp_path):

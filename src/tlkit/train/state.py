@@ -75,10 +75,12 @@ def save_checkpoint(run_dir: Path, name: str, model, optimizer) -> str:
     try:
         _save_weights(model, tmp / "model.weights.h5")
         values = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-        with open(tmp / "optimizer.npz", "wb") as fh:
-            np.savez(fh, **values)
-            fh.flush()
-            os.fsync(fh.fileno())
+        randoms = {f"s{i:05d}": np.asarray(v) for i, v in enumerate(seed_states(model))}
+        for file, arrays in (("optimizer.npz", values), (RANDOM_FILE, randoms)):
+            with open(tmp / file, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
         folder = root / name
         if folder.exists():  # a folder of this name that state.json never pointed at
             shutil.rmtree(folder)
@@ -149,10 +151,39 @@ def _weights_in_memory(model) -> memoryview | str:
     return data
 
 
+#: The random streams' states in a checkpoint (Dropout's and the augmentation layer's seed
+#: generators), which ``model.weights.h5`` does not hold: without them a resumed run draws
+#: other dropout masks than the uninterrupted run would have.
+RANDOM_FILE = "random.npz"
+
+
+def seed_states(model) -> list:
+    """The state variables of ``model``'s ``keras.random.SeedGenerator``s, in a fixed order."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def restore_random_state(folder: Path, model) -> bool:
+    """Set ``model``'s seed generators to the states saved in ``folder``; False (and nothing
+    changed) for a checkpoint written before they were saved or for another model."""
+    path = Path(folder) / RANDOM_FILE
+    states = seed_states(model)
+    if not path.exists():
+        return False
+    with np.load(path) as data:
+        values = [data[k] for k in sorted(data.files)]
+    if len(values) != len(states) or any(v.shape != tuple(s.shape) for v, s in zip(values, states,
+                                                                                 strict=True)):
+        return False
+    for var, value in zip(states, values, strict=True):
+        var.assign(value)
+    return True
+
+
 def restore_checkpoint(run_dir: Path, name: str, model, optimizer) -> None:
     """Load what :func:`save_checkpoint` wrote; the optimizer must be built for the model."""
     folder = Path(run_dir) / CHECKPOINTS / name
     model.load_weights(folder / "model.weights.h5")
+    restore_random_state(folder, model)
     with np.load(folder / "optimizer.npz") as data:
         values = [data[k] for k in sorted(data.files)]
     variables = optimizer.variables

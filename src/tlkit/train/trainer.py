@@ -33,7 +33,13 @@ from tlkit.train.custom_loop import CustomLoop
 from tlkit.train.hooks import standard_hooks, weights_are_finite
 from tlkit.train.optim import build_optimizer
 from tlkit.train.plan import Stage, TrainPlan
-from tlkit.train.state import TrainState, prune_checkpoints, restore_checkpoint, save_checkpoint
+from tlkit.train.state import (
+    TrainState,
+    prune_checkpoints,
+    restore_checkpoint,
+    restore_random_state,
+    save_checkpoint,
+)
 from tlkit.train.strategy import describe_strategy
 from tlkit.train.workers import ChiefAgreement
 
@@ -143,6 +149,7 @@ class Trainer:
             if state.checkpoint and not restored:
                 same_stage = state.stage == index and (state.stage_epoch or state.step_in_epoch)
                 self._restore(state, with_optimizer=bool(same_stage))
+                self._advance_shuffles(state.epoch)
                 restored = True
             for hook in self.hooks:
                 getattr(hook, "on_stage_begin", lambda i: None)(index)
@@ -151,6 +158,14 @@ class Trainer:
             state.stage, state.stage_epoch, state.plateau = index + 1, 0, {}
             if self.stop_training:
                 break
+
+    def _advance_shuffles(self, epochs: int) -> None:
+        """Put the data's shuffles where an uninterrupted run has them after ``epochs`` epochs:
+        a reshuffling ``shuffle`` draws an order per iterator made, afresh in a new process, and
+        every epoch makes one, so ``epochs`` iterators made unread give the next epoch its order
+        (checked bit for bit in tests/reliability/test_kill_points.py)."""
+        for _ in range(epochs):
+            iter(self.train_ds)
 
     def commit(self, name: str, when: str, check: bool = True) -> None:
         """Checkpoint model and optimizer, then point ``state.json`` at it (the commit point)."""
@@ -268,11 +283,11 @@ class Trainer:
         elif with_optimizer:
             restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
         else:  # a new stage: its optimizer starts afresh, the file's one is not wanted
+            folder = self.run_dir / "checkpoints" / state.checkpoint
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
-                self.model.load_weights(
-                    self.run_dir / "checkpoints" / state.checkpoint / "model.weights.h5"
-                )
+                self.model.load_weights(folder / "model.weights.h5")
+            restore_random_state(folder, self.model)
         if self.weights_from_chief:
             self.workers.send_variables(self.model, with_optimizer)
 
