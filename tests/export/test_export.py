@@ -129,6 +129,7 @@ def test_export_every_format_passes_its_parity_gate(exported):
         assert (out / "export" / ARTIFACTS[fmt]).exists(), fmt
         assert check["images"] == report["images"] > 0
         assert check["size_mb"] > 0 and check["latency_ms"] > 0
+        assert check["needs_trust"] is None, check["needs_trust"]  # predict takes it as it is
         if fmt != "tflite_int8":
             assert check["agreement"] >= 0.999, fmt
     assert checks["saved_model"]["runtime"] == "TensorFlow (fresh process)"
