@@ -59,6 +59,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import harness  # noqa: E402
 from harness import RESULTS, machine_info, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -644,10 +645,12 @@ def main(argv=None) -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workdir", default=str(Path.home() / ".cache" / "tlkit-defaults-suite"))
     parser.add_argument("--render", action="store_true", help="only write the docs")
+    harness.add_allow_dirty(parser)
     args = parser.parse_args(argv)
     if args.render:
         render()
     else:
+        harness.refuse_dirty(Path(__file__).name, args.allow_dirty)  # before any cell runs
         suite(args)
 
 

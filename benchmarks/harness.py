@@ -5,6 +5,13 @@ machine, recorded before anything is measured), measures, and ends with :meth:`R
 the tables, ratios and notes printed and written as one JSON document to
 ``benchmarks/results/<name>.json``, which ``scripts/make_benchmarks_doc.py`` renders (both
 with ``render.py``). Importing this module imports neither TensorFlow nor NumPy.
+
+Results describe a commit. A run that would write a results file refuses to start (exit 2,
+before measuring anything) when the code it measures is not a commit: uncommitted changes to
+``src/``, ``benchmarks/`` (results and notes excepted) or ``pyproject.toml``, including new
+files there that git does not ignore, or a ``tlkit`` imported from somewhere other than this
+checkout's ``src/``. ``--allow-dirty`` runs it anyway, and the results file says so. The check
+runs again before writing, in case the tree changed during the run.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from pathlib import Path
 from render import machine_line, markdown_table, ratios_table
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
+# What a results file's figures depend on: changes here make a tree "dirty" for the harness.
+# Results and notes are outputs and prose; anything else in the repository (docs, tests,
+# untracked files at the top) does not change what a benchmark measures.
+MEASURED_PATHS = ("src", "benchmarks", "pyproject.toml")
+NOT_MEASURED = ("benchmarks/results", "benchmarks/notes")
 PACKAGES = {"TensorFlow": "tensorflow", "Keras": "keras", "NumPy": "numpy"}
 PACKAGES |= {"albumentations": "albumentations", "tlkit": "tlkit"}  # label: distribution
 PACKAGES |= {"onnxruntime": "onnxruntime", "tf2onnx": "tf2onnx", "LiteRT": "ai-edge-litert"}
@@ -107,17 +120,107 @@ def _gpus() -> list[str]:
     return query.splitlines() if query else []
 
 
+def tree_changes(root: Path | None = None) -> list[str] | None:
+    """The paths a benchmark measures that differ from ``HEAD`` in the checkout at ``root``:
+    modified, staged, deleted, or new and not ignored, under :data:`MEASURED_PATHS` but not
+    :data:`NOT_MEASURED`. None when ``root`` is not a git checkout (or git cannot run)."""
+    root = ROOT if root is None else Path(root)
+    specs = [*MEASURED_PATHS, *(f":(exclude){p}" for p in NOT_MEASURED)]
+    command = ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "-z"]
+    command += ["--untracked-files=all", "--", *specs]  # read only: no index refresh
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    entries, changes = done.stdout.split("\0"), []
+    while entries:
+        entry = entries.pop(0)
+        if entry:
+            changes.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: the next entry is its old path
+                entries.pop(0)
+    return sorted(changes)
+
+
+def tlkit_mismatch(root: Path | None = None) -> str | None:
+    """Where ``tlkit`` would be imported from, when that is not ``root/src/tlkit`` (the code the
+    commit describes); None when it is, or when there is no tlkit to import (not imported
+    here: only found)."""
+    import importlib.util
+
+    root = ROOT if root is None else Path(root)
+    module = sys.modules.get("tlkit")
+    try:
+        origin = (
+            getattr(module, "__file__", None)
+            if module
+            else importlib.util.find_spec("tlkit").origin
+        )
+    except (AttributeError, ImportError, ValueError):
+        return None
+    if not origin:
+        return None
+    package, expected = Path(origin).resolve().parent, (root / "src" / "tlkit").resolve()
+    return None if package == expected else str(package)
+
+
+def dirty_reasons(root: Path | None = None) -> list[str]:
+    """Why results from the checkout at ``root`` would not describe a commit (empty: they
+    would): uncommitted changes to what is measured, no git, or a tlkit from elsewhere."""
+    root = ROOT if root is None else Path(root)
+    changes = tree_changes(root)
+    if changes is None:
+        reasons = [f"{root} is not a git checkout (or git cannot run): no commit to record"]
+    else:
+        shown = ", ".join(changes[:10]) + (f" and {len(changes) - 10} more" if changes[10:] else "")
+        reasons = [f"uncommitted changes: {shown}"] if changes else []
+    if elsewhere := tlkit_mismatch(root):
+        reasons.append(
+            f"tlkit is imported from {elsewhere}, not this checkout's {root / 'src' / 'tlkit'}"
+            f" (run with PYTHONPATH={root / 'src'})"
+        )
+    return reasons
+
+
+def refuse_dirty(
+    name: str, allow_dirty: bool, when: str = "before measuring", reasons: list[str] | None = None
+) -> list[str]:
+    """Exit 2 with a message if the tree is dirty (``reasons``, by default
+    :func:`dirty_reasons`) and ``allow_dirty`` is false; otherwise the reasons (empty for a
+    clean tree), printed as a warning if any."""
+    reasons = dirty_reasons() if reasons is None else reasons
+    if reasons and not allow_dirty:
+        print(
+            f"{name}: refusing to write a results file {when}: the code measured is not a "
+            "commit:\n"
+            + "".join(f"  - {r}\n" for r in reasons)
+            + "Commit (or stash) the changes and run it again, or pass --allow-dirty to write "
+            "results that say they come from uncommitted changes (or --no-save).",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)
+    for reason in reasons:
+        print(f"# warning (--allow-dirty): {reason}", file=sys.stderr, flush=True)
+    return reasons
+
+
 def machine_info() -> dict:
-    """Date (UTC), CPU, cores, memory, GPUs, load average, versions and git commit."""
+    """Date (UTC), CPU, cores, memory, GPUs, load average, versions and git commit.
+
+    ``git.dirty`` is whether :func:`dirty_reasons` found any (then ``git.changes`` lists them).
+    """
     versions = {"Python": platform.python_version()}
     for label, dist in PACKAGES.items():
         try:
             versions[label] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    git = ("git", "--no-optional-locks", "-C", str(HERE))  # read only: no index refresh
+    git = ("git", "--no-optional-locks", "-C", str(ROOT))  # read only: no index refresh
     commit = _output(*git, "rev-parse", "--short", "HEAD")
-    status = _output(*git, "status", "--porcelain", "--untracked-files=no")
+    reasons = dirty_reasons() if commit else []
     memory = _field("/proc/meminfo", "MemTotal")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -128,20 +231,43 @@ def machine_info() -> dict:
         "gpus": _gpus(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions,
-        "git": {"commit": commit, "dirty": bool(status)} if commit else None,
+        "git": {"commit": commit, "dirty": bool(reasons)}
+        | ({"changes": reasons} if reasons else {})
+        if commit
+        else None,
     }
 
 
+def will_save(args: argparse.Namespace) -> bool:
+    """Whether :meth:`Run.finish` writes a results file for these options."""
+    return not args.no_save and bool(args.json or not args.quick)
+
+
+def add_allow_dirty(parser: argparse.ArgumentParser) -> None:
+    """``--allow-dirty``: write results from a tree with uncommitted changes (marked so)."""
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="Write results even if src/ or benchmarks/ have uncommitted changes (or tlkit is "
+        "not this checkout's); the results file says so. Without it such a run exits 2.",
+    )
+
+
 def parse_args(parser: argparse.ArgumentParser, argv=None, quick: dict | None = None):
-    """Add ``--json``, ``--no-save`` and ``--quick`` (``quick``'s tiny defaults) and parse."""
+    """Add ``--json``, ``--no-save``, ``--quick`` (``quick``'s tiny defaults) and
+    ``--allow-dirty``, and parse. Exits 2 here, before anything is measured, if the run would
+    write a results file from a dirty tree without ``--allow-dirty`` (:func:`refuse_dirty`)."""
     where = "default benchmarks/results/<name>.json; with --quick, nowhere unless given"
     parser.add_argument("--json", type=Path, help=f"Write the results here ({where}).")
     parser.add_argument("--no-save", action="store_true", help="Write no results file.")
     parser.add_argument("--quick", action="store_true", help="Tiny settings: a smoke test.")
+    add_allow_dirty(parser)
     args = parser.parse_args(argv)
     if args.quick and quick:
         parser.set_defaults(**quick)  # explicit flags still win
         args = parser.parse_args(argv)
+    if will_save(args):
+        refuse_dirty(parser.prog, args.allow_dirty)
     return args
 
 
@@ -166,6 +292,19 @@ class Run:
             print(f"- {note}")
         path = self.args.json or (None if self.args.quick else RESULTS / f"{self.name}.json")
         if path and not self.args.no_save:
+            allow = bool(getattr(self.args, "allow_dirty", False))
+            now, git = dirty_reasons(), doc["machine"].get("git")
+            if now and git and not git["dirty"]:  # the tree changed while this ran
+                git |= {"dirty": True, "changes": ["changed during the run", *now]}
+            dirty = git["dirty"] if git else bool(now)
+            if dirty and not allow:  # kept, but not where the docs read results from
+                aside = Path(tempfile.gettempdir()) / f"{self.name}.dirty.json"
+                write_json(doc, aside)
+                print(f"\nresults kept aside in {aside}", flush=True)
+                reasons = now or (git or {}).get("changes") or ["no commit recorded"]
+                refuse_dirty(self.name, False, "at the end of the run", reasons)
+            if dirty and git:
+                git["allow_dirty"] = True
             write_json(doc, Path(path))
             print(f"\nwrote {path}")
         else:

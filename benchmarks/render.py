@@ -21,7 +21,9 @@ def machine_line(info: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
     git = info.get("git")
     if git:
-        versions += f" (commit {git['commit']}{', uncommitted changes' if git['dirty'] else ''})"
+        dirty = ", uncommitted changes" if git["dirty"] else ""
+        dirty += ", written with --allow-dirty" if git.get("allow_dirty") else ""
+        versions += f" (commit {git['commit']}{dirty})"
     return f"{', '.join(parts)}; {versions}"
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import harness  # noqa: E402
 from harness import RESULTS, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,8 @@ def study(args) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "runs.log"
     doc = load_results()
-    settings = {k: v for k, v in vars(args).items() if k not in ("render", "workdir")}
+    hidden = ("render", "workdir", "allow_dirty")  # not settings: a run with them continues
+    settings = {k: v for k, v in vars(args).items() if k not in hidden}
     if doc.get("settings") != settings:
         doc = {"settings": settings, "cells": {}}
     elif doc.get("kept_from_first_pass"):
@@ -386,10 +388,12 @@ def main(argv=None) -> None:
     parser.add_argument("--guide-finetune-epochs", type=int, default=10)
     parser.add_argument("--workdir", default=str(Path.home() / ".cache" / "tlkit-transfer-study"))
     parser.add_argument("--render", action="store_true", help="only write the docs page")
+    harness.add_allow_dirty(parser)
     args = parser.parse_args(argv)
     if args.render:
         render()
     else:
+        harness.refuse_dirty(Path(__file__).name, args.allow_dirty)  # before any cell runs
         study(args)
 
 

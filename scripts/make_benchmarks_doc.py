@@ -23,7 +23,7 @@ from render import machine_line, markdown_table, ratios_table  # noqa: E402
 
 ORDER = ("train_throughput", "augment_throughput", "frozen_finetune")  # the rest follow, sorted
 MARKER = "<!-- results -->"
-HIDDEN_SETTINGS = ("json", "no_save")
+HIDDEN_SETTINGS = ("json", "no_save", "allow_dirty")
 HEADER = """# Benchmarks
 
 Each benchmark compares tlkit with what a user would otherwise use, doing the same work, in
@@ -57,6 +57,15 @@ def settings_line(settings: dict) -> str:
 def results_section(result: dict) -> list[str]:
     """The measured line, the command, the tables, the ratios and the notes of one run."""
     out = [measured_line(result), ""]
+    git = result.get("machine", {}).get("git") or {}
+    if git.get("dirty"):
+        out += [
+            f"> Measured with uncommitted changes on top of commit {git.get('commit')}: these "
+            "figures are not those of any commit.",
+            "",
+        ]
+    elif not git:
+        out += ["> No git commit was recorded for this run.", ""]
     if result.get("settings", {}).get("quick"):
         out += ["> Quick (smoke-test) settings: these figures show that it runs, not speed.", ""]
     out += [settings_line(result.get("settings", {})), ""]

@@ -1,7 +1,8 @@
-"""docs/benchmarks.md is rendered from results files: tables, machine, command; --check.
+"""docs/benchmarks.md is rendered from results files: tables, machine, command; --check. The
+harness refuses to write results from uncommitted code unless told to (--allow-dirty).
 
-Runs the generator on a made-up results file in a temporary folder (never the real docs) and
-imports no TensorFlow.
+Runs the generator on a made-up results file in a temporary folder (never the real docs), the
+harness in a real temporary git repository, and imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = ROOT / "scripts" / "make_benchmarks_doc.py"
@@ -68,6 +72,7 @@ def test_renders_tables_machine_and_command(tmp_path):
         "no GPU, load average 1.50 at start; Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1 "
         "(commit abc1234, uncommitted changes)."
     ) in text
+    assert "> Measured with uncommitted changes on top of commit abc1234: these figures" in text
     assert "```sh\npython benchmarks/toy.py --size 32\n```" in text
     assert "| runner | images/s | CPU ms / image |\n|---|---:|---:|" in text
     assert "| tlkit | 2217 | 0.861 |" in text
@@ -110,6 +115,8 @@ def test_harness_writes_what_the_generator_reads(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import harness
 
+    monkeypatch.setattr(harness, "dirty_reasons", lambda root=None: [])  # whatever this tree is
+
     def parse(argv):
         parser = argparse.ArgumentParser()
         parser.add_argument("--size", type=int, default=224)
@@ -131,3 +138,120 @@ def test_harness_writes_what_the_generator_reads(tmp_path, monkeypatch, capsys):
     assert generate(tmp_path).returncode == 0
     assert "Quick (smoke-test) settings" in (tmp_path / "b.md").read_text()
     assert harness.rate_from_ends([0.0, 5.0, 6.0, 7.5, 8.5], per_step=4, warmup=2) == 4.0
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A committed checkout like this one (src/tlkit, benchmarks, results, notes, docs), which
+    the harness takes for its own; its tlkit is the one ``import tlkit`` would find."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import harness
+
+    root = tmp_path / "checkout"
+    files = {
+        "src/tlkit/__init__.py": "",
+        "benchmarks/toy.py": "",
+        "benchmarks/results/toy.json": "{}",
+        "benchmarks/notes/toy.md": "## Toy",
+        "docs/a.md": "a",
+        "pyproject.toml": "",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "start")
+    monkeypatch.setattr(harness, "ROOT", root)
+    monkeypatch.delitem(sys.modules, "tlkit", raising=False)
+    monkeypatch.syspath_prepend(str(root / "src"))
+    return root, harness
+
+
+def test_dirty_means_uncommitted_code_not_outputs_or_junk(repo):
+    root, harness = repo
+    assert harness.tree_changes(root) == [] and harness.dirty_reasons(root) == []
+    (root / "junk.txt").write_text("untracked, outside what is measured")
+    (root / "docs" / "a.md").write_text("edited docs")
+    (root / "benchmarks" / "results" / "toy.json").write_text('{"new": "results"}')
+    (root / "benchmarks" / "notes" / "toy.md").write_text("## Toy, edited")
+    assert harness.tree_changes(root) == [] and harness.dirty_reasons(root) == []
+    (root / "src" / "tlkit" / "__init__.py").write_text("X = 1\n")
+    (root / "benchmarks" / "new.py").write_text("")  # new, not ignored: it could be imported
+    git(root, "add", "benchmarks/new.py")
+    (root / "benchmarks" / "other.py").write_text("")
+    changes = ["benchmarks/new.py", "benchmarks/other.py", "src/tlkit/__init__.py"]
+    assert harness.tree_changes(root) == changes
+    assert harness.dirty_reasons(root) == [f"uncommitted changes: {', '.join(changes)}"]
+    assert harness.tree_changes(root.parent) is None  # not a checkout: no commit to record
+    assert "not a git checkout" in harness.dirty_reasons(root.parent)[0]
+
+
+def test_tlkit_from_another_checkout_is_dirty(repo, monkeypatch):
+    root, harness = repo
+    elsewhere = root.parent / "elsewhere" / "src"
+    (elsewhere / "tlkit").mkdir(parents=True)
+    (elsewhere / "tlkit" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(elsewhere))  # clean tree, but this is what gets imported
+    assert harness.tree_changes(root) == []
+    [reason] = harness.dirty_reasons(root)
+    assert f"tlkit is imported from {elsewhere / 'tlkit'}" in reason and "PYTHONPATH" in reason
+
+
+def parse(harness, argv):
+    parser = argparse.ArgumentParser(prog="toy.py")
+    parser.add_argument("--size", type=int, default=224)
+    return harness.parse_args(parser, argv, quick={"size": 8})
+
+
+def test_refuses_a_dirty_tree_before_measuring(repo, tmp_path, capsys):
+    root, harness = repo
+    out = tmp_path / "out.json"
+    assert not parse(harness, ["--json", str(out)]).allow_dirty  # clean: goes on
+    (root / "src" / "tlkit" / "__init__.py").write_text("X = 1\n")
+    with pytest.raises(SystemExit) as stop:
+        parse(harness, ["--json", str(out)])  # the results file would come from dirty code
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "refusing to write a results file before measuring" in err
+    assert "src/tlkit/__init__.py" in err and "--allow-dirty" in err
+    with pytest.raises(SystemExit):
+        parse(harness, [])  # the default results file too
+    parse(harness, ["--no-save"])  # nothing written: nothing refused
+    parse(harness, ["--quick"])  # --quick writes nothing unless --json says where
+    args = parse(harness, ["--json", str(out), "--allow-dirty"])
+    harness.Run("toy", args, ["--allow-dirty"]).finish(
+        [{"title": "T", "columns": ["a"], "rows": []}]
+    )
+    git_info = json.loads(out.read_text())["machine"]["git"]
+    assert git_info["dirty"] and git_info["allow_dirty"]
+    assert git_info["changes"] == ["uncommitted changes: src/tlkit/__init__.py"]
+    from render import machine_line
+
+    line = machine_line(json.loads(out.read_text())["machine"])
+    assert line.endswith(", uncommitted changes, written with --allow-dirty)")
+
+
+def test_refuses_at_the_end_if_the_tree_changed_during_the_run(repo, tmp_path, monkeypatch):
+    root, harness = repo
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = tmp_path / "out.json"
+    run = harness.Run("toy", parse(harness, ["--json", str(out)]), [])
+    assert run.machine["git"] == {
+        "commit": git(root, "rev-parse", "--short", "HEAD").strip(),
+        "dirty": False,
+    }
+    (root / "benchmarks" / "toy.py").write_text("edited while it ran\n")
+    with pytest.raises(SystemExit) as stop:
+        run.finish([{"title": "T", "columns": ["a"], "rows": []}])
+    assert stop.value.code == 2 and not out.exists()
+    kept = json.loads((tmp_path / "toy.dirty.json").read_text())  # not lost, but not a result
+    assert (
+        kept["machine"]["git"]["dirty"]
+        and "changed during the run" in kept["machine"]["git"]["changes"]
+    )
