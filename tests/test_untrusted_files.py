@@ -176,6 +176,18 @@ def test_a_pth_whose_pickle_calls_os_system_is_refused_everywhere(tmp_path, imag
 # ---------------------------------------------------------------- Keras safe mode
 
 
+def _save_lambda_model(path: Path, marker: Path, size: int) -> None:
+    """A model whose Lambda layer creates ``marker`` whenever its Python code runs, saved at
+    ``path`` (``.keras`` or legacy ``.h5``); ``marker`` does not exist afterwards."""
+    where = str(marker)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Lambda(lambda t: (open(where, "w").close(), t)[1],
+                            output_shape=(size, size, 3), name="evil")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(path)
+    marker.unlink(missing_ok=True)  # building the model ran the lambda once, here
+
+
 def _keras_file(tmp_path: Path, name: str, layer: dict) -> Path:
     """A valid .keras archive whose middle layer's entry in config.json is ``layer``."""
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
@@ -210,13 +222,7 @@ def test_the_published_keras_safe_mode_bypasses_are_refused(tmp_path, images):
     marker = tmp_path / "code-ran"
     module = _Writer(marker)
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
-    inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    where = str(marker)
-    x = keras.layers.Lambda(lambda t: (open(where, "w").close(), t)[1], output_shape=(SIZE, SIZE, 3),
-                            name="evil")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "lambda.h5")
-    marker.unlink(missing_ok=True)  # building the model ran the lambda once, here
+    _save_lambda_model(tmp_path / "lambda.h5", marker, SIZE)
     files = {
         # CVE-2025-1550: a function from any module, named in config.json
         "os.system": _keras_file(tmp_path, "os.keras", _lambda(_fn("os", "system"), {})),
@@ -273,14 +279,9 @@ def test_a_run_directory_holding_a_hostile_model_is_refused_by_every_command(
     through ``load_trained``, after reading the run's recipe); and the file-writing SavedModel
     as ``--weights``, which takes Keras files and run directories only."""
     marker = tmp_path / "code-ran"
-    where = str(marker)
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Lambda(lambda t: (open(where, "w").close(), t)[1], name="evil")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
     run = tmp_path / "run"
     run.mkdir()
-    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(run / "model.keras")
-    marker.unlink(missing_ok=True)  # building the model ran the lambda once, here
+    _save_lambda_model(run / "model.keras", marker, 32)
     _beside(run)
     data = make_image_folder(tmp_path / "data", classes=2, per_class=6)
     folder, sm_marker = hostile
