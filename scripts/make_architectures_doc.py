@@ -45,6 +45,25 @@ PAPER = {
         f"{spec.top1}% (int8 {spec.top1_int8}%)"
         for v, spec in LITE_SPECS.items()
     },
+    # keras.applications' families: the papers' parameter and FLOP (multiply-add) tables
+    **{f"efficientnetb{i}": f"{p}M params, {f} FLOPs (Table 2)" for i, (p, f) in enumerate(
+        [(5.3, "0.39B"), (7.8, "0.70B"), (9.2, "1.0B"), (12, "1.8B"), (19, "4.2B"),
+         (30, "9.9B"), (43, "19B"), (66, "37B")])},
+    "efficientnetv2s": "22M params, 8.8B FLOPs (Table 7)",
+    "efficientnetv2m": "54M params, 24B FLOPs (Table 7)",
+    "efficientnetv2l": "120M params, 53B FLOPs (Table 7)",
+    "mobilenetv2": "3.4M params, 300M MAdds (Table 4, 1.0 at 224)",
+    "mobilenetv3large": "5.4M params, 219M MAdds (Table 3)",
+    "mobilenetv3small": "2.5M params, 56M MAdds (Table 3)",
+    "densenet121": "121 layers (the name's count)",
+    "densenet169": "169 layers (the name's count)",
+    "densenet201": "201 layers (the name's count)",
+    "convnexttiny": "28M params, 4.5G FLOPs (Table 1)",
+    "convnextsmall": "50M params, 8.7G FLOPs",
+    "convnextbase": "89M params, 15.4G FLOPs",
+    "convnextlarge": "198M params, 34.4G FLOPs",
+    "convnextxlarge": "350M params, 60.9G FLOPs",
+    "xception": "22,855,952 trainable params (Table 3; ours: the same without BN statistics)",
 }
 
 
@@ -92,6 +111,39 @@ def lite_section(rows: list[dict]) -> list[str]:
     return out
 
 
+def applications_section(rows: list[dict]) -> list[str]:
+    """keras.applications' families: what tlkit adds to keras.applications' own builders."""
+    from tlkit.models.applications_data import FAMILIES
+
+    out = [
+        "", "## keras.applications' modern families", "",
+        "EfficientNet, EfficientNetV2, MobileNetV2/V3, DenseNet, ConvNeXt, Xception, InceptionV3",
+        "and InceptionResNetV2 are built by keras.applications itself (`tlkit.models.applications`);",
+        "the parameter counts above are keras.applications' own (`tests/models/test_applications.py`",
+        "checks them). tlkit adds what its engine needs, without changing a weight: layer names that",
+        "Keras leaves to a session counter (InceptionV3's `conv2d_17`) are fixed by position",
+        "(`mixed3_conv2d_2`), ConvNeXt's nested stem and downsampling models are called in the",
+        "outer graph, and EfficientNet has keras' ImageNet graph (the extra 1/sqrt(std) rescaling).",
+        "Official files load by position, as Keras loads them, with their md5 or sha256 checked.",
+        "",
+        "| family | members | preprocessing | freeze groups | block `--freeze N` never splits |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for family in FAMILIES:
+        members = ", ".join(f"`{m.id}`" for m in family.members)
+        info = get_model_info(family.members[0].id)
+        where = (f"inside: {family.inside}" if family.preprocessing == "none"
+                 else f"`{family.preprocessing}` (a layer in front)")
+        groups = ", ".join(g.name for g in info.freeze_groups)
+        out.append(f"| {family.id} | {members} | {where} | {groups} | `{family.unit}` |")
+    out += [
+        "",
+        "NASNet is left out: its cells are all counter-named, and keras.applications accepts",
+        "only 224 or 331 px with its ImageNet weights.",
+    ]
+    return out
+
+
 def main() -> None:
     rows = list_models(with_stats=True, progress=lambda i: print("building", i))
     out = [
@@ -120,6 +172,7 @@ def main() -> None:
                    f"Preprocessing: `{info.preprocessing}`{inside}. Counted weight layers: "
                    f"{info.weight_layers}.")
     out += lite_section(rows)
+    out += applications_section(rows)
     out += ["", "See `tlkit summary ID` for the per-layer table (kernel/stride, output size, parameters,",
             "MACs, receptive field) of any of them.", ""]
     root = Path(__file__).resolve().parents[1]

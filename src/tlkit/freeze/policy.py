@@ -127,6 +127,12 @@ class _Structure:
         return f"layer {boundary}"
 
 
+def learns(layer) -> bool:
+    """Whether ``layer`` has weights that training would change (a Normalization layer's
+    mean and variance, in the preprocessing group, never do)."""
+    return any(getattr(w, "trainable", True) for w in layer.weights)
+
+
 def _count(images: float) -> str:
     return f"{images:,.0f}" if float(images).is_integer() else f"{images:,.1f}"
 
@@ -257,7 +263,9 @@ def plan_freeze(
         if s.group_of[layer.name] != HEAD
         and (resolved == "all" or s.depths[layer.name] <= boundary)
     }
-    if not pretrained and any(has_weights(layer) for layer in s.layers if layer.name in frozen):
+    if not pretrained and any(
+        learns(layer) for layer in s.layers if layer.name in frozen
+    ):
         raise RandomWeightsFrozenError(
             f"freeze policy {requested!r} would freeze randomly initialised layers: this run "
             f"has no pretrained weights for {info.id}, so frozen layers would stay random "

@@ -5,12 +5,19 @@ Every builder has keras.applications' signature::
     from tlkit.models import VGG16, ResNet50, GoogLeNet
     model = VGG16(include_top=False, input_shape=(96, 96, 3), pooling="avg")
 
+keras.applications' modern families (EfficientNet, EfficientNetV2, MobileNetV2/V3, DenseNet,
+ConvNeXt, Xception, InceptionV3, InceptionResNetV2) are registered too, built by
+keras.applications itself (:mod:`tlkit.models.applications`); ``APPLICATIONS`` maps their
+keras.applications names to tlkit's builders (``APPLICATIONS["EfficientNetB0"]``).
+
 String ids (``vgg16``, ``resnet50``, ``googlenet``) work through :func:`build_model` and
 :func:`get_model_info`; :func:`list_models` and :func:`summary` describe them.
 """
 
 from tlkit.layers import LocalResponseNormalization, Preprocessing
 from tlkit.models.alexnet import AlexNet, ZFNet
+from tlkit.models.applications import BUILDERS as APPLICATIONS
+from tlkit.models.applications import register_applications
 from tlkit.models.efficientnet_lite import (
     EfficientNetLite,
     EfficientNetLite0,
@@ -52,9 +59,11 @@ __all__ = [
     "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
     "PlainNet18", "PlainNet34", "PlainNet50", "PlainNet101", "PlainNet152",
     "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2",
-    "EfficientNetLite3", "EfficientNetLite4",
+    "EfficientNetLite3", "EfficientNetLite4", "APPLICATIONS",
     "LocalResponseNormalization", "Preprocessing", "build_transfer_model", "inference_model",
     "FreezeGroup", "ModelInfo", "OfficialWeights",
     "build_model", "get_model_info", "model_ids",
     "LayerRow", "ModelSummary", "count_macs", "list_models", "summary",
 ]
+
+register_applications()  # after the classic architectures: listings show those first

@@ -139,6 +139,10 @@ def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
     """Multiply-accumulates of one layer for one example (convolutions and dense layers)."""
     if hasattr(layer, "count_macs"):
         return int(layer.count_macs(input_shape, output_shape))
+    if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, then pointwise 1x1
+        kh, kw = _pair(layer.kernel_size)
+        depthwise = input_shape[-1] * layer.depth_multiplier
+        return math.prod(output_shape[:-1]) * depthwise * (kh * kw + output_shape[-1])
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = _pair(layer.kernel_size)
         return math.prod(output_shape) * kh * kw

@@ -160,6 +160,61 @@ def _read_legacy_group(group) -> dict[str, list]:
     return out
 
 
+def is_legacy_h5(path: Path) -> bool:
+    """Whether ``path`` is a legacy Keras ``.h5`` weights file (keras.applications' layout)."""
+    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            return "layer_names" in group.attrs
+    except OSError:
+        return False
+
+
+def load_by_position(model, path: str | os.PathLike, *, layers: Collection[str]) -> LoadReport:
+    """Load a legacy ``.h5`` file into ``layers`` of ``model`` by order, as Keras loads
+    keras.applications' files: the file's layers with weights, in its order, against the
+    model's layers with weights, in topological order, every shape checked.
+
+    A file layer whose arrays span several model layers (a nested model saved as one, as
+    ConvNeXt's stem) fills them in turn. Layers past the model's (an official file's
+    classifier, loaded into a model without it) are ``unused``.
+    """
+    path = Path(path)
+    stored = read_weights_file(path)  # {file layer: arrays}, in the file's order
+    report = LoadReport(source=f"{path} (by position)")
+    queue = [la for la in _all_layers(model) if la.weights and la.name in set(layers)]
+    for file_layer, arrays in stored.items():
+        at = 0
+        while at < len(arrays) and queue:
+            layer = queue[0]
+            variables = _ordered_weights(layer)
+            chunk = arrays[at:at + len(variables)]
+            ours = [tuple(v.shape) for v in variables]
+            theirs = [tuple(a.shape) for a in chunk]
+            if ours != theirs:
+                report.mismatched.append((f"{layer.name} (file: {file_layer})", ours, theirs))
+                report.missing += [la.name for la in queue[1:]]
+                return report
+            for var, value in zip(variables, chunk, strict=True):
+                var.assign(value)
+            _finalize(layer)
+            report.loaded.append(layer.name)
+            queue.pop(0)
+            at += len(variables)
+        if at < len(arrays):
+            report.unused.append(file_layer)
+    report.missing += [la.name for la in queue]
+    return report
+
+
+def _finalize(layer) -> None:
+    # Normalization keeps constants made from its variables (Keras calls this after a load)
+    if hasattr(layer, "finalize_state"):
+        layer.finalize_state()
+
+
 def _read_keras_archive(path: Path) -> dict[str, list]:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -227,6 +282,7 @@ def load_weights_file(
             continue
         for var, value in zip(_ordered_weights(layer), values, strict=True):
             var.assign(value)
+        _finalize(layer)
         report.loaded.append(layer.name)
     report.unused = [n for n in stored if n not in seen]
     return report
@@ -244,6 +300,12 @@ def _load_structurally(model, path: Path) -> LoadReport:
             "legacy .h5 file to load by layer name."
         ) from None
     return LoadReport(source=str(path), loaded=[x.name for x in _all_layers(model) if x.weights])
+
+
+def _by_position(official: ImageNetWeights | None, path: Path) -> bool:
+    """Whether ``path`` loads by order: a legacy ``.h5`` (keras.applications' layout) for an
+    architecture whose official files load that way. A run's ``model.keras`` loads by name."""
+    return bool(getattr(official, "by_position", False)) and is_legacy_h5(Path(path))
 
 
 def _state_dict_map(official: ImageNetWeights | None) -> StateDictConverter | None:
@@ -276,7 +338,11 @@ def load_builder_weights(
         path = Path(weights)
     else:
         raise UserError(f"weights must be None, 'imagenet' or a file path, got {weights!r}")
-    report = load_weights_file(model, path, from_state_dict=_state_dict_map(official))
+    if _by_position(official, path):
+        report = load_by_position(model, path, layers=[la.name for la in model.layers])
+        report.unused = []  # an official file's classifier, for a model without it
+    else:
+        report = load_weights_file(model, path, from_state_dict=_state_dict_map(official))
     if not report.complete:
         raise WeightsError(
             f"{path} does not fit {model.name}:\n{report.format()}\n"
@@ -315,10 +381,13 @@ def load_backbone_weights(
             unloaded (the message holds the load report).
     """
     head = set(head_layers)
+    backbone = [la.name for la in _all_layers(model) if la.weights and la.name not in head]
     if source == "imagenet":
         path = official_weights_path(official, include_top, model_id=model_id)
-        backbone = [la.name for la in model.layers if la.weights and la.name not in head]
-        report = load_weights_file(model, path, layers=backbone)
+        load = load_by_position if _by_position(official, path) else load_weights_file
+        report = load(model, path, layers=backbone)
+    elif _by_position(official, Path(source)):
+        report = load_by_position(model, source, layers=backbone)
     else:
         if not Path(source).exists():
             raise WeightsError(f"weights file not found: {source}")

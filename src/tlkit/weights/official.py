@@ -30,14 +30,21 @@ class OfficialWeights:
         notop: (file name, md5 hash) of the file without it.
         base_url: Folder URL the file names are appended to.
         cache_subdir: Keras cache folder (``~/.keras/<cache_subdir>``).
+        by_position: The files' layers are matched to the model's by order, as
+            keras.applications loads them (files whose layer names come from the saving
+            session's counters: ``conv2d_17``); otherwise by name.
+
+    The hashes are md5 or sha256, as Keras publishes them (told apart by length, as
+    ``keras.utils.get_file`` does); None where Keras publishes none (MobileNetV2).
     """
 
-    top: tuple[str, str]
-    notop: tuple[str, str]
+    top: tuple[str, str | None]
+    notop: tuple[str, str | None]
     base_url: str
     cache_subdir: str = "models"
+    by_position: bool = False
 
-    def file(self, include_top: bool) -> tuple[str, str]:
+    def file(self, include_top: bool) -> tuple[str, str | None]:
         return self.top if include_top else self.notop
 
     def describe(self) -> str:
@@ -54,15 +61,19 @@ class OfficialWeights:
         fname, md5 = self.file(include_top)
         url = self.base_url + fname
         target = keras_cache_dir() / self.cache_subdir / fname
+        algorithm = hash_algorithm(md5)
+        checksum = f" ({algorithm} {md5})" if md5 else ""
         place_it = (
-            f"Download {url} and place it at {target} (md5 {md5}); or train from scratch with "
+            f"Download {url} and place it at {target}{checksum}; or train from scratch with "
             "--weights none; or pretrain on a larger labelled set you have and transfer from it "
             f"(`tlkit pretrain --backbone {model_id} --data DATA`, then --weights RUN_DIR; "
             "docs/transfer.md)."
         )
         if target.exists():
-            if _md5(target) != md5:
-                raise WeightsError(f"{target} is corrupt (md5 differs from {md5}). {place_it}")
+            if md5 and file_digest(target, algorithm) != md5:
+                raise WeightsError(
+                    f"{target} is corrupt ({algorithm} differs from {md5}). {place_it}"
+                )
             return target
         if not download or offline():
             raise WeightsError(
@@ -105,8 +116,9 @@ def _download(fname: str, url: str, *, md5: str | None, cache_subdir: str) -> Pa
         socket.setdefaulttimeout(previous)
 
 
-def _md5(path: Path) -> str:
-    return file_digest(path, "md5")
+def hash_algorithm(digest: str | None) -> str:
+    """``sha256`` for a 64-digit hash, else ``md5`` (``keras.utils.get_file``'s rule)."""
+    return "sha256" if digest and len(digest) == 64 else "md5"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
