@@ -174,9 +174,12 @@ def test_convnext_is_flat_with_keras_weight_names():
     assert not [la for la in model.layers if isinstance(la, keras.Model)]
     names = [la.name for la in model.layers]
     assert "convnext_tiny_stem_conv" in names and "convnext_tiny_downsampling_conv_2" in names
-    # the weights keep the names keras.applications gave them inside the nested stem
+    # the layers keep keras.applications' names; their weights are named by them
     assert model.get_layer("convnext_tiny_stem_conv").kernel.path == \
-        "convnext_tiny_stem/convnext_tiny_stem_conv/kernel"
+        "convnext_tiny_stem_conv/kernel"
+    # each layer is called once, in this graph: its output is this model's tensor
+    layer = model.get_layer("convnext_tiny_stage_3_block_2_identity")
+    keras.Model(model.input, [layer.output, model.output])
 
 
 def test_freeze_by_group_name_and_preprocessing_never_trains():

@@ -12,8 +12,9 @@ with ``weights=None`` and gives tlkit's engine what it needs, without changing a
   ``block2_conv2d``, ``stem_batch_normalization_3``, ``input_normalization``. Freeze groups then
   match by name, and a run's ``model.keras`` loads into a fresh model by name.
 * **One flat graph.** ConvNeXt's stem and downsampling blocks are nested ``Sequential`` models;
-  the builder calls their layers in the outer graph instead (the layers and their weights are
-  the same objects, names unchanged), so the freeze engine sees every layer.
+  the builder calls their layers in the outer graph instead (same layer names, so files still
+  load: an official file's nested group fills its layers in turn), so the freeze engine sees
+  every layer.
 * **keras.applications' ImageNet graph.** With ImageNet weights keras' EfficientNet adds a
   ``Rescaling`` by 1/sqrt(std) after its normalization (tensorflow/tensorflow#49930); tlkit's
   EfficientNet always has it (``input_rescaling_stddev``, no weights), so a file gives the same
@@ -110,27 +111,40 @@ def fix_names(model: keras.Model, family: AppFamily) -> dict[str, str]:
 
 
 def _replay(model: keras.Model, tensor, after: dict[str, Callable]):
-    """``model``'s graph called on ``tensor`` with nested ``Sequential`` models' layers called
-    one by one in the outer graph (the same layer objects), and ``after[name]`` applied to
-    the output of the layer ``name``. Reads Keras' private ``Functional._run_through_graph``
-    (the graph walk of ``Functional.call``)."""
+    """``model``'s graph called on ``tensor`` with fresh copies of its layers (same names and
+    configs; nested ``Sequential`` models' layers copied and called one by one in the outer
+    graph), and ``after[name]`` applied to the output of the layer ``name``.
+
+    The copies are called once, on ``tensor``'s graph only: a layer called in two graphs has
+    two ``output`` tensors, and Keras' ``layer.output`` (Grad-CAM's feature map, for one) is
+    the first. The weights are the copies' own, initialized as keras.applications
+    initializes them (the builder loads files afterwards). Reads Keras' private
+    ``Functional._run_through_graph`` (the graph walk of ``Functional.call``)."""
     run = getattr(model, "_run_through_graph", None)
     if run is None:
         raise TlkitError(
             f"Keras {keras.__version__} has no Functional._run_through_graph, which tlkit uses "
             f"to flatten {model.name}'s nested models; tlkit is tested on Keras >= 3.15.1"
         )
+    copies: dict[int, Any] = {}
+
+    def copy(op):
+        if not isinstance(op, keras.layers.Layer) or isinstance(op, keras.Sequential):
+            return op  # keras.ops operations hold no weights; a Sequential is expanded below
+        if id(op) not in copies:
+            copies[id(op)] = type(op).from_config(op.get_config())
+        return copies[id(op)]
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, keras.Sequential):
             y = args[0]
             for sub in layer.layers:
-                y = sub(y)
+                y = copy(sub)(y)
         else:
             y = layer(*args, **kwargs)
         return after[layer.name](y) if layer.name in after else y
 
-    return run(tensor, call_fn=call)
+    return run(tensor, operation_fn=copy, call_fn=call)
 
 
 def _input(input_tensor, input_shape, member: AppMember, family: AppFamily):
@@ -180,8 +194,9 @@ def build(
                 classifier_activation=classifier_activation, **keras_kwargs)
     if name is not None:
         args["name"] = name
-    model = function(input_shape=shape, **args) if family.replay else function(
-        input_tensor=tensor, input_shape=shape, **args)
+    on_tensor = input_tensor is not None and not family.replay
+    model = function(input_tensor=tensor, input_shape=shape, **args) if on_tensor else function(
+        input_shape=shape, **args)
     fix_names(model, family)
     if family.last_norm and not include_top:
         model.layers[-1].name = family.last_norm.replace("{name}", model.name)
@@ -195,7 +210,7 @@ def build(
         if family.stddev_rescaling:
             after["input_normalization"] = keras.layers.Rescaling(
                 [1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB], name="input_rescaling_stddev")
-        out = _replay(model, tensor, after)
+        out = _replay(model, tensor, after)  # a fresh Input when the caller gave no tensor
         inputs = keras.utils.get_source_inputs(tensor)
         model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=model.name)
     if weights is not None:

@@ -128,8 +128,16 @@ def _effnet(function: str, size: int, features: int, depth: int, md5: tuple[str,
 
 def _effnet_v2(function: str, size: int, features: int, depth: int, md5: tuple[str, str]):
     name = "efficientnetv2-" + function.removeprefix("EfficientNetV2").lower()
+    seven = function.endswith(("M", "L"))
     return AppMember(function, size, features, depth, (f"{name}.h5", md5[0]),
-                     (f"{name}_notop.h5", md5[1]))
+                     (f"{name}_notop.h5", md5[1]),
+                     groups=_effnet_v2_groups(7) if seven else ())
+
+
+def _effnet_v2_groups(stages: int) -> tuple[tuple[str, str], ...]:
+    """EfficientNetV2's groups: B0-B3 and S have six stages, M and L seven."""
+    return (PREPROCESSING_GROUP, ("stem", r"^stem_"), *_stages("block", stages),
+            ("top", r"^top_(conv|bn|activation)$"))
 
 
 def _tf_kernels(stem: str, function: str, size: int, features: int, depth: int,
@@ -210,8 +218,7 @@ FAMILIES: tuple[AppFamily, ...] = (
         inside="B0-B3: rescaling 1/255 and ImageNet mean/std normalization; S/M/L: rescaling "
         "to [-1, 1]",
         min_size=32,
-        groups=(PREPROCESSING_GROUP, ("stem", r"^stem_"), *_stages("block", 7),
-                ("top", r"^top_(conv|bn|activation)$")),
+        groups=_effnet_v2_groups(6),
         unit=r"^(block\d[a-z])_",
         kwargs={"drop_connect_rate": 0.0},
         members=(
