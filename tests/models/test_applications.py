@@ -258,7 +258,7 @@ def runs(faces, tmp_path_factory):
     for each of the six."""
     out = {}
     for model_id in SIX:
-        size = max(64, get_model_info(model_id).min_size)
+        size = max(32, get_model_info(model_id).min_size)
         folder = tmp_path_factory.mktemp(model_id)
         weights = official_layout(keras_model(model_id, size), folder / "notop.h5")
         run = folder / "run"
