@@ -148,6 +148,16 @@ def test_tlkits_own_saved_model_passes_the_check(tmp_path):
     runtime.check_artifact(str(saved_model(model, tmp_path / "saved_model")))
 
 
+def test_a_keras_applications_export_with_gelu_passes_the_check(tmp_path):
+    """ConvNeXt's exact GELU is ``Erfc`` in a SavedModel: arithmetic, so the check accepts
+    tlkit's export of it (the smallest member at its smallest side, random weights)."""
+    from tlkit.export.convert import saved_model
+    from tlkit.models import build_transfer_model, get_model_info
+
+    model = build_transfer_model(get_model_info("convnexttiny"), 2, image_size=32)
+    runtime.check_artifact(str(saved_model(model, tmp_path / "saved_model")))
+
+
 # ---------------------------------------------------------------- PyTorch pickles
 
 

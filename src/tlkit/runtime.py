@@ -68,7 +68,9 @@ PURE_OPS = frozenset("""
     RGBToHSV ResizeArea ResizeBicubic ReverseSequence RightShift ScatterNd SegmentSum
     SelfAdjointEigV2 Sinh Svd Tan TensorScatterAdd TensorScatterUpdate TruncateDiv
     TruncateMod Unique UnsortedSegmentSum Where Xdivy Xlogy
-""".split())
+""".split()) | {
+    "Erfc",  # 1 - erf(x), elementwise: Keras 3's exact GELU on TensorFlow (ConvNeXt's blocks)
+}
 
 #: What a SavedModel's checkpoint functions (``__inference__traced_save_*``/``_restore_*``) add:
 #: allowed there only, never in a function a signature or the loader runs.
