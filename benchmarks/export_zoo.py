@@ -11,7 +11,7 @@ Each artifact is also read by ``tlkit.runtime.check_artifact``, the check ``tlki
 ``tlkit evaluate`` run on a file before loading it (without ``--trust``): a cell marked
 ``refused*`` is one they would refuse, and the notes name the ops that made it so. The
 ``spread`` column is how far the Keras probabilities are from uniform (``|dp|`` says little
-where it is tiny).
+where it is tiny). Each architecture is swept in a process of its own.
 
 ``--trained DATA`` sweeps trained models instead, as a user runs them, each command in its own
 process: ``tlkit finetune --backbone ID --data DATA --image-size S --epochs E --weights W
@@ -119,6 +119,27 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
         print(f"{model_id:14s} {fmt:12s} {row['status'][:90]}{check}", flush=True)
         rows.append(row)
     return rows
+
+
+def sweep_isolated(model_id: str, formats: list[str], images: int) -> list[dict]:
+    """:func:`sweep_one` in a process of its own, so what one model's conversions hold on to
+    (TensorFlow and tf2onnx keep a lot) is given back before the next; a process that dies
+    (the kernel's out-of-memory killer) fails that model's formats, not the sweep."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    scratch = Path(tempfile.mkdtemp(prefix="tlkit-zoo-"))
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            return pool.submit(sweep_one, model_id, formats, images, scratch).result()
+    except BrokenProcessPool:
+        status = "its sweep process died (killed: out of memory?)"
+        print(f"{model_id:14s} {status}", flush=True)
+        return [{"model": model_id, "size": None, "format": fmt, "spread": None,
+                 "status": status} for fmt in formats]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def artifact_check(target: Path) -> str:
@@ -346,11 +367,7 @@ def main(argv=None):
     formats = args.formats.split(",")
     rows = []
     for model_id in models:
-        scratch = Path(tempfile.mkdtemp(prefix="tlkit-zoo-"))
-        try:
-            rows += sweep_one(model_id, formats, args.images, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        rows += sweep_isolated(model_id, formats, args.images)
     failed = [r for r in rows if r["status"] != "ok"]
     refused = [r for r in rows if r["status"] == "ok" and r["check"] != "ok"]
     notes = [f"{len(rows) - len(failed)} of {len(rows)} conversions ran in their runtime"]
