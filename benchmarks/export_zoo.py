@@ -7,6 +7,11 @@ to SavedModel, TFLite (float, float16, int8 calibrated on the same images) and O
 artifact's probabilities on 16 random images are compared with the Keras model's. This is a
 compatibility sweep, not a parity gate: random weights give near-uniform probabilities, so the
 int8 agreement says little. ``tlkit export`` gates trained models on real held-out images.
+Each artifact is also read by ``tlkit.runtime.check_artifact``, the check ``tlkit predict`` and
+``tlkit evaluate`` run on a file before loading it (without ``--trust``): a cell marked
+``refused*`` is one they would refuse, and the notes name the ops that made it so. The
+``spread`` column is how far the Keras probabilities are from uniform (``|dp|`` says little
+where it is tiny). Each architecture is swept in a process of its own.
 
 ``--trained DATA`` sweeps trained models instead, as a user runs them, each command in its own
 process: ``tlkit finetune --backbone ID --data DATA --image-size S --epochs E --weights W
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -77,6 +83,8 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
     model = build_transfer_model(info, 5, image_size=size)
     x = np.random.default_rng(0).uniform(0, 255, (images, size, size, 3)).astype("float32")
     reference = np.asarray(model(x, training=False))
+    # how far the Keras probabilities are from uniform: |dp| means little when this is tiny
+    spread = float(np.abs(reference - 1 / reference.shape[1]).max())
     inputs = scratch / "inputs.npy"
     np.save(inputs, x)
     saved = None
@@ -85,7 +93,7 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
         name, kind = FORMATS[fmt]
         target = scratch / name
         started = time.perf_counter()
-        row = {"model": model_id, "size": size, "format": fmt}
+        row = {"model": model_id, "size": size, "format": fmt, "spread": spread}
         try:
             if fmt == "onnx":
                 convert.onnx(model, target)
@@ -103,34 +111,87 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
             agree = float((probs.argmax(1) == reference.argmax(1)).mean())
             row |= {"status": "ok", "agreement": agree,
                     "max_abs_diff": float(np.abs(probs - reference).max()),
-                    "size_mb": convert.size_bytes(target) / 2**20, "convert_s": seconds}
-        except ExportError as exc:
-            row |= {"status": " ".join(str(exc).split())}  # one line: it is a table cell
-        print(f"{model_id:14s} {fmt:12s} {row['status'][:90]}", flush=True)
+                    "size_mb": convert.size_bytes(target) / 2**20, "convert_s": seconds,
+                    "check": artifact_check(target)}
+        except ExportError as exc:  # one line, without the scratch folder's random name
+            row |= {"status": " ".join(str(exc).replace(f"{scratch}/", "").split())}
+        check = "" if row.get("check", "ok") == "ok" else f" [refused: {row['check'][:60]}]"
+        print(f"{model_id:14s} {fmt:12s} {row['status'][:90]}{check}", flush=True)
         rows.append(row)
     return rows
+
+
+def sweep_isolated(model_id: str, formats: list[str], images: int) -> list[dict]:
+    """:func:`sweep_one` in a process of its own, so what one model's conversions hold on to
+    (TensorFlow and tf2onnx keep a lot) is given back before the next; a process that dies
+    (the kernel's out-of-memory killer) fails that model's formats, not the sweep."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    scratch = Path(tempfile.mkdtemp(prefix="tlkit-zoo-"))
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            return pool.submit(sweep_one, model_id, formats, images, scratch).result()
+    except BrokenProcessPool:
+        status = "its sweep process died (killed: out of memory?)"
+        print(f"{model_id:14s} {status}", flush=True)
+        return [{"model": model_id, "size": None, "format": fmt, "spread": None,
+                 "status": status} for fmt in formats]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def artifact_check(target: Path) -> str:
+    """``ok`` if ``tlkit.runtime.check_artifact`` accepts the artifact (what ``tlkit predict``
+    and ``evaluate`` run before loading one without ``--trust``), else what it refused."""
+    from tlkit.runtime import UntrustedArtifact, check_artifact
+
+    try:
+        check_artifact(str(target))
+    except UntrustedArtifact as exc:
+        # the reason without the artifact's (scratch) path and the advice that follows it
+        reason = str(exc).removeprefix(f"{target}: ").split(". A model file is a program")[0]
+        return " ".join(reason.split())
+    return "ok"
+
+
+def short(reason: str) -> str:
+    """A failure short enough for a table cell and a note: a runtime's traceback down to
+    its exception, a list of more than three layers down to the first two and the count."""
+    head, exit_code, tail = reason.partition(" failed in its runtime (exit ")
+    if exit_code and (error := re.findall(r"\b(\w+(?:Error|Exception): .*?)(?= File \"|$)",
+                                          tail)):
+        reason = f"{head} failed in its runtime (exit {tail.split(')')[0]}): {error[-1]}"
+    return re.sub(r"\b([\w.]+), ([\w.]+)((?:, [\w.]+){2,})",
+                  lambda m: f"{m[1]}, {m[2]} and {m[3].count(',')} more", reason)
 
 
 def tables(rows: list[dict], formats: list[str]) -> list[dict]:
     by_model: dict[str, dict] = {}
     for r in rows:
-        by_model.setdefault(r["model"], {"size": r["size"]})[r["format"]] = r
+        by_model.setdefault(r["model"], {"size": r["size"], "spread": r.get("spread")})
+        by_model[r["model"]][r["format"]] = r
     cells = []
     for model_id, found in by_model.items():
-        line = [model_id, found["size"]]
+        spread = "-" if found["spread"] is None else f"{found['spread']:.0e}"
+        line = [model_id, found["size"], spread]
         for fmt in formats:
             r = found.get(fmt)
             if r is None:
                 line.append("-")
             elif r["status"] != "ok":
-                line.append(f"fails: {r['status']}")
+                line.append(f"fails: {short(r['status'])}")
             else:
-                line.append(f"ok, |dp| {r['max_abs_diff']:.0e}")
+                refused = "" if r.get("check", "ok") == "ok" else "; refused*"
+                line.append(f"ok, |dp| {r['max_abs_diff']:.0e}{refused}")
         cells.append(line)
     return [{
         "title": "Every architecture, every format (random weights; max |probability "
-                 "difference| against Keras on random images, in the format's own runtime)",
-        "columns": ["model", "input", *formats],
+                 "difference| against Keras on random images, in the format's own runtime; "
+                 "refused*: tlkit.runtime.check_artifact refuses the file, see the notes; "
+                 "spread: the Keras model's largest |p - 1/5|, how far from uniform)",
+        "columns": ["model", "input", "spread", *formats],
         "rows": cells,
     }]
 
@@ -306,14 +367,16 @@ def main(argv=None):
     formats = args.formats.split(",")
     rows = []
     for model_id in models:
-        scratch = Path(tempfile.mkdtemp(prefix="tlkit-zoo-"))
-        try:
-            rows += sweep_one(model_id, formats, args.images, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        rows += sweep_isolated(model_id, formats, args.images)
     failed = [r for r in rows if r["status"] != "ok"]
+    refused = [r for r in rows if r["status"] == "ok" and r["check"] != "ok"]
     notes = [f"{len(rows) - len(failed)} of {len(rows)} conversions ran in their runtime"]
-    notes += [f"{r['model']} {r['format']}: {r['status']}" for r in failed]
+    notes += [f"{r['model']} {r['format']}: {short(r['status'])}" for r in failed]
+    notes += [f"{len(rows) - len(failed) - len(refused)} of {len(rows) - len(failed)} of those "
+              "artifacts pass tlkit.runtime.check_artifact (tlkit predict and evaluate load "
+              "them without --trust)"]
+    notes += [f"{r['model']} {r['format']}: refused* by check_artifact: {r['check']}"
+              for r in refused]
     return run.finish(tables(rows, formats), (), notes)
 
 
