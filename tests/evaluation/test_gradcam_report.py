@@ -121,9 +121,8 @@ def test_report_renders_in_a_real_browser_offline(run, tmp_path):
 
 def test_every_architecture_in_the_zoo_has_a_spatial_map_for_grad_cam():
     from tlkit.models import build_transfer_model, get_model_info
-    from tlkit.models.registry import model_ids
-
     from tlkit.models.applications_data import FAMILIES  # one member a family: same builder
+    from tlkit.models.registry import model_ids
 
     later = {m.id for family in FAMILIES for m in family.members[1:]}
     for model_id in [i for i in model_ids() if i not in later]:
