@@ -36,9 +36,10 @@ from pydantic import Field
 from tlkit.errors import UserError
 from tlkit.imageops import RESIZE_POLICIES, centre_square, fit_square
 from tlkit.io import atomic_write_json
+from tlkit.rundir import RunDir
 from tlkit.section import Section
 
-CONTRACT_FILE = "preprocessing.json"
+CONTRACT_FILE = RunDir.CONTRACT
 DECODER = "tensorflow"
 EXIF = "applied (PIL converts EXIF-rotated files before decoding)"
 

@@ -13,7 +13,7 @@ import numpy as np
 
 import tlkit.augment.layer  # noqa: F401 - registers AugmentationLayer (augment.device: model)
 import tlkit.layers  # noqa: F401 - registers tlkit's custom layers
-from tlkit.contract import CONTRACT_FILE, Contract
+from tlkit.contract import Contract
 from tlkit.data import DataConfig, Split, check_data, load_data
 from tlkit.data.images import is_image_file, load_for_model
 from tlkit.data.pipeline import make_dataset
@@ -25,6 +25,7 @@ from tlkit.reports import (
     plot_confusion_matrix,
     write_per_class_csv,
 )
+from tlkit.rundir import RunDir
 from tlkit.runtime import UntrustedArtifact, artifact_format, load_runner
 
 
@@ -61,10 +62,12 @@ def load_trained(run_or_model: str | Path, *, trust: bool = False) -> LoadedMode
     path = Path(run_or_model)
     if artifact_format(str(path)):
         return _load_artifact(path, trust)
-    model_path = path / "model.keras" if path.is_dir() else path
-    if not model_path.exists():
-        hint = " (the run has not saved a model yet)" if path.is_dir() else ""
-        raise UserError(f"no model at {model_path}{hint}")
+    if path.is_dir():
+        model_path = RunDir(path).require_model(" (the run has not saved a model yet)")
+    elif not path.exists():
+        raise UserError(f"no model at {path}")
+    else:
+        model_path = path
     try:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=not trust)
     except Exception as exc:  # noqa: BLE001
@@ -77,11 +80,9 @@ def trained_in_memory(model, model_path: Path) -> LoadedModel:
     (with the class names and contract saved beside it), without loading the file again."""
     model_path = Path(model_path)
     classes = int(model.outputs[0].shape[-1])
-    labels_path = model_path.parent / "labels.json"
-    if labels_path.exists():
-        class_names = json.loads(labels_path.read_text())["class_names"]
-    else:
-        class_names = [str(i) for i in range(classes)]
+    run = RunDir(model_path.parent)
+    labels_path = run.labels
+    class_names = run.class_names() or [str(i) for i in range(classes)]
     if len(class_names) != classes:
         raise UserError(f"{labels_path} lists {len(class_names)} classes, the model has {classes}")
     return LoadedModel(model, class_names, int(model.inputs[0].shape[1]), model_path)
@@ -110,7 +111,7 @@ class ArtifactModel:
 def _load_artifact(path: Path, trust: bool) -> LoadedModel:
     """An exported artifact with the ``labels.json`` and ``preprocessing.json`` beside it."""
     folder = path.parent
-    contract_path, labels_path = folder / CONTRACT_FILE, folder / "labels.json"
+    contract_path, labels_path = folder / RunDir.CONTRACT, folder / RunDir.LABELS
     missing = [p.name for p in (contract_path, labels_path) if not p.is_file()]
     if missing:
         raise UserError(f"{path}: {' and '.join(missing)} must lie beside an exported model "
@@ -256,6 +257,6 @@ def write_evaluation(folder: str | Path, result: Evaluation, class_names: list[s
     ``per_class.csv`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "evaluation.json", extra or result.as_dict())
-    plot_confusion_matrix(folder / "confusion_matrix.png", result.matrix, class_names)
-    write_per_class_csv(folder / "per_class.csv", result.per_class)
+    atomic_write_json(folder / RunDir.EVALUATION, extra or result.as_dict())
+    plot_confusion_matrix(folder / RunDir.CONFUSION, result.matrix, class_names)
+    write_per_class_csv(folder / RunDir.PER_CLASS, result.per_class)

@@ -15,13 +15,12 @@ def report(run_dir) -> None:
     the run's summary, data, freeze decision, curves, confusion matrix, per-class scores,
     calibration, highest-loss images, Grad-CAM maps, evaluations, exports and recipe."""
     quiet_tensorflow()
-    from pathlib import Path
-
     from tlkit.errors import UserError
     from tlkit.evaluation.report import write_report
     from tlkit.recipes.rundata import run_data
+    from tlkit.rundir import RunDir
 
-    if not (Path(run_dir) / "model.keras").is_file():
-        raise UserError(f"{run_dir} is not a finished run directory (no model.keras)")
+    if not RunDir(run_dir).has_model():
+        raise UserError(f"{run_dir} is not a finished run directory (no {RunDir.MODEL})")
     _, bundle = run_data(run_dir)
     write_report(run_dir, bundle=bundle, log=lambda m: click.echo(m))

@@ -19,8 +19,9 @@ import numpy as np
 
 from tlkit.io import atomic_path, atomic_write_json
 from tlkit.models.heads import CALIBRATION_LAYERS, single_input
+from tlkit.rundir import RunDir
 
-CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FILE = RunDir.CALIBRATION
 LAYER, OUTPUT = CALIBRATION_LAYERS
 EPS = 1e-12
 
@@ -304,9 +305,9 @@ def save_calibration(run_dir: Path, choice: dict[str, Any],
                              "nll_candidate": nll(tried, y)}
     # model.keras last: until it holds T, a rerun of the run calibrates again
     atomic_write_json(Path(run_dir) / CALIBRATION_FILE, record)
-    plot_reliability(Path(run_dir) / "reliability.png", record[shown], temperature)
+    plot_reliability(Path(run_dir) / RunDir.RELIABILITY, record[shown], temperature)
     calibrated = with_temperature(model, temperature)
-    with atomic_path(Path(run_dir) / "model.keras") as tmp:
+    with atomic_path(Path(run_dir) / RunDir.MODEL) as tmp:
         calibrated.save(tmp)
     log(describe(record))
     return record, calibrated

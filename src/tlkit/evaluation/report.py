@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ from tlkit.evaluation.calibration import calibration_table
 from tlkit.evaluation.gradcam import grad_cam, overlay
 from tlkit.io import atomic_write_text
 from tlkit.reports import confusion_matrix, curves_png, has_curves
+from tlkit.rundir import RunDir
 
-REPORT_FILE = "report.html"
+REPORT_FILE = RunDir.REPORT
 GALLERY = 12
 CAM_SAMPLES = 6
 MAX_IMAGES = 2000
@@ -94,13 +94,6 @@ def _row_table(rows: list[tuple[str, Any]]) -> str:
     """A two-column table of ``(label, value)`` rows, labels as row headers (no header row)."""
     body = "".join(f'<tr><th scope="row">{e(k)}</th><td>{_cell(v)}</td></tr>' for k, v in rows)
     return f'<div class="wide"><table class="summary">{body}</table></div>'
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _pct(v) -> str:
@@ -268,7 +261,7 @@ def _training(metrics: dict, run_dir: Path) -> list[str]:
     """The curves, or, for a run without epochs to draw, one sentence on what was fitted."""
     history = metrics.get("history")
     if history is None:  # a run from before metrics.json kept its history
-        return [_file_img(run_dir / "curves.png", "training curves")]
+        return [_file_img(run_dir / RunDir.CURVES, "training curves")]
     if has_curves(history):
         data = base64.b64encode(curves_png(history, best_epoch=metrics.get("best_epoch")))
         return ['<img class="plot" alt="training curves: loss and accuracy per epoch" '
@@ -349,12 +342,10 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     Keras model ``model.keras`` holds, when the caller has it in memory (else it is loaded);
     ``predictions``: ``{split: probabilities}`` of that model on a split, in split order,
     when the caller has them (else the report runs the model on the images it shows)."""
-    run_dir = Path(run_dir)
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    if model is None:
-        loaded = load_trained(run_dir)
-    else:
-        loaded = trained_in_memory(model, run_dir / "model.keras")
+    run = RunDir(run_dir)
+    run_dir = run.path
+    metrics = run.metrics()
+    loaded = load_trained(run_dir) if model is None else trained_in_memory(model, run.model)
     names = loaded.class_names
     parts = [f"<h1>{e(run_dir.name)}</h1>", "<h2>Summary</h2>",
              _row_table(_summary(metrics, loaded, names))]
@@ -365,29 +356,29 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     parts += _freeze_search(metrics.get("freeze_search"))
     parts += _training(metrics, run_dir)
     parts += ["<h2>Confusion matrix (val)</h2>",
-              _file_img(run_dir / "confusion_matrix.png", "confusion matrix")]
+              _file_img(run / RunDir.CONFUSION, "confusion matrix")]
     per_class = metrics.get("val_per_class") or []
     if per_class:
         keys = [k for k in ("class", "precision", "recall", "f1", "support") if k in per_class[0]]
         rows = [[(f"{r[k]:.3f}" if isinstance(r[k], float) else r[k]) for k in keys]
                 for r in per_class]
         parts += ["<h2>Per class (val)</h2>", _table(keys, rows, set(range(1, len(keys))))]
-    calibration = _read_json(run_dir / "calibration.json")
+    calibration = run.read_json(RunDir.CALIBRATION)
     if calibration:
         parts.append("<h2>Calibration</h2>")
         parts += _calibration(calibration)
-        parts.append(_file_img(run_dir / "reliability.png", "reliability diagram"))
+        parts.append(_file_img(run / RunDir.RELIABILITY, "reliability diagram"))
     held = "val" if len(bundle.val) else ("test" if len(bundle.test) else None)
     if held:
         known = (predictions or {}).get(held)
-        stored = run_dir / f"predictions_{held}.npy"  # out of fold, kept by the run
+        stored = run.predictions(held)  # out of fold, kept by the run
         if known is None and stored.is_file():
             known = np.load(stored)
         parts += _sections_images(
             loaded.model, held, getattr(bundle, held), loaded, names, known=known
         )
-    for path in sorted(run_dir.glob("*/evaluation.json")):
-        doc = _read_json(path) or {}
+    for path in sorted(run_dir.glob(f"*/{RunDir.EVALUATION}")):
+        doc = run.read_json(f"{path.parent.name}/{RunDir.EVALUATION}") or {}
         rows = [[m["model"], m["method"], ",".join(map(str, m["scales"])), m["views"],
                  _pct(m["top1"]), _pct(m["top5"]), f"{m['ms_per_image']:.1f}"]
                 for m in doc.get("methods", [])]
@@ -395,14 +386,14 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
             parts.append(f"<h2>Evaluation: {e(path.parent.name)}</h2>")
             parts.append(_table(["model", "method", "test scales", "views", "top-1", "top-5",
                                  "ms/img"], rows, {3, 6}))
-    export = _read_json(run_dir / "export" / "export_report.json")
+    export = run.read_json(f"{RunDir.EXPORT}/{RunDir.EXPORT_REPORT}")
     if export:
         rows = [[c["format"], c["runtime"], _pct(c["agreement"]), _pct(c["top1"]),
                  c["max_abs_diff"], c["size_mb"], "pass" if c["passed"] else "FAIL"]
                 for c in export.get("checks", [])]
         parts += ["<h2>Exports</h2>", _table(["format", "runtime", "agreement", "top-1",
                                               "max |dp|", "MB", "gate"], rows)]
-    data = _read_json(run_dir / "data_report.json") or {}
+    data = run.read_json(RunDir.DATA_REPORT) or {}
     parts.append("<h2>Data</h2>")
     counts = data.get("counts") or {}
     if counts:
@@ -415,8 +406,7 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     issues = _data_issues(data)
     if issues:
         parts += ["<h2>Data issues</h2>", *issues]
-    recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").exists() else ""
-    parts += ["<h2>Resolved recipe</h2>", f"<pre>{e(recipe_text)}</pre>"]
+    parts += ["<h2>Resolved recipe</h2>", f"<pre>{e(run.recipe_text())}</pre>"]
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{e(run_dir.name)}: tlkit report</title><style>{CSS}</style></head><body>"

@@ -25,6 +25,7 @@ from tlkit.export import convert
 from tlkit.export.convert import FORMATS, ExportError, size_bytes
 from tlkit.io import atomic_write_json
 from tlkit.recipes.rundata import run_data
+from tlkit.rundir import RunDir
 from tlkit.runtime import UntrustedArtifact, artifact_format, check_artifact, latency_ms, run_all
 
 #: Parity gates by format class: minimum top-1 agreement, maximum absolute probability
@@ -34,7 +35,7 @@ GATES = {
     "fp16": {"min_agreement": 0.999, "max_abs_diff": 1e-2, "max_accuracy_drop": None},
     "int8": {"min_agreement": None, "max_abs_diff": None, "max_accuracy_drop": 0.01},
 }
-REPORT_FILE = "export_report.json"
+REPORT_FILE = RunDir.EXPORT_REPORT
 RUNTIMES = {"saved_model": "TensorFlow (fresh process)", "tflite": "LiteRT interpreter",
             "onnx": "onnxruntime"}
 
@@ -145,8 +146,8 @@ def export_run(
         raise UserError(f"unknown export format {', '.join(unknown) or '(none)'}; "
                         f"choose from {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
-    if not (run_dir.is_dir() and (run_dir / "model.keras").is_file()):
-        raise UserError(f"{run_dir} is not a finished run directory (no model.keras); "
+    if not (run_dir.is_dir() and RunDir(run_dir).has_model()):
+        raise UserError(f"{run_dir} is not a finished run directory (no {RunDir.MODEL}); "
                         "export takes the folder a finetune wrote")
 
     loaded = load_trained(run_dir)
@@ -155,9 +156,9 @@ def export_run(
     if len(held) > max_images:  # an even share of every class, not the first classes in order
         held = held.subset(_balanced(held.labels, num_classes, max_images))
     images, labels = _arrays(held, loaded.image_size, contract, max_images)
-    folder = Path(out) if out else run_dir / "export"
+    folder = Path(out) if out else RunDir(run_dir).export
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("labels.json",):
+    for name in (RunDir.LABELS,):
         shutil.copyfile(run_dir / name, folder / name)
     contract.save(folder)
     log(f"export: {len(images)} {held_name} images for the parity gate; artifacts in {folder}")

@@ -31,7 +31,6 @@ Everything a run writes is written atomically; only the chief writes the run's o
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -70,6 +69,7 @@ from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
 from tlkit.recipes import resolve_backbone, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
+from tlkit.rundir import RunDir
 from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
 from tlkit.train.hooks import standard_hooks
 from tlkit.train.plan import TrainPlan
@@ -78,7 +78,7 @@ from tlkit.train.routes import ImageInput, plan_feature_cache
 from tlkit.train.state import CHECKPOINTS
 from tlkit.train.trainer import Trainer
 
-__all__ = ["RunResult", "describe_result", "finetune", "read_metrics", "resolve_run_dir"]
+__all__ = ["RunResult", "describe_result", "finetune", "resolve_run_dir"]
 
 
 @dataclass
@@ -131,7 +131,7 @@ def finetune(
         log(f"{where} already holds this run, finished (the same recipe and the same files in "
             f"{recipe.data.source}): nothing to do. --overwrite trains it again there; --name "
             "starts another")
-        return RunResult(run_dir=where, metrics=read_metrics(where), done_before=True)
+        return RunResult(run_dir=where, metrics=RunDir(where).metrics(), done_before=True)
     run = RunContext.open(
         recipe.output, run_name(recipe), recipe.train.strategy, seed=recipe.seed,
         overwrite=overwrite, resume=resume, log=log,
@@ -210,7 +210,7 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
     )
     if route_choice is not None and route_choice.frozen and not route_choice.use:
         metrics["fast_path_blocked_by"] = route_choice.reason
-    atomic_write_json(run.run_dir / "metrics.json", metrics)
+    atomic_write_json(run.run_dir / RunDir.METRICS, metrics)
     try:
         write_report(
             run.run_dir, bundle=inputs.bundle, log=log, model=saved.model,
@@ -300,7 +300,3 @@ def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """A finished run's ``metrics.json``."""
-    return json.loads((Path(run_dir) / "metrics.json").read_text())

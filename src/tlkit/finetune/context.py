@@ -18,14 +18,15 @@ from tlkit.errors import UserError
 from tlkit.io import remove_stale_temporaries
 from tlkit.recipes import recipe_to_yaml, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
+from tlkit.rundir import RunDir
 from tlkit.train.state import TrainState
 from tlkit.train.strategy import is_chief, resolve_strategy
 
 #: Held (``flock``) by the process running in a run directory; the kernel releases it when
 #: that process ends, however it ends, so a killed run never leaves it stuck.
-LOCK_FILE = ".tlkit.lock"
+LOCK_FILE = RunDir.LOCK
 #: What makes a folder a tlkit run directory.
-RUN_MARKERS = ("recipe.yaml", "state.json", "feature_cache", LOCK_FILE)
+RUN_MARKERS = (RunDir.RECIPE, RunDir.STATE, RunDir.FEATURE_CACHE, LOCK_FILE)
 
 
 class RunLock:
@@ -130,7 +131,7 @@ class RunContext:
     def discard_if_unstarted(self) -> bool:
         """After a failed start: remove the directory this process made if no epoch finished
         (no ``state.json``), so a mistake leaves no half-written run behind."""
-        if not self.created or (self.run_dir / "state.json").exists():
+        if not self.created or (self.run_dir / RunDir.STATE).exists():
             return False
         self.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -143,7 +144,7 @@ def run_base(output, name: str) -> Path:
 
 
 #: A run's inputs at its start (:func:`run_fingerprint`): what says a finished run is this one.
-INPUTS_FILE = "inputs.json"
+INPUTS_FILE = RunDir.INPUTS
 
 
 def run_fingerprint(recipe_yaml: str, source: str) -> str:

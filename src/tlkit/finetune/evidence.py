@@ -36,6 +36,7 @@ from tlkit.evaluate import load_trained, predict_dataset
 from tlkit.evaluation.calibration import fit_temperature, rescale
 from tlkit.io import atomic_path, atomic_write_json
 from tlkit.models.heads import head_layers
+from tlkit.rundir import RunDir
 from tlkit.train.hooks import EarlyStopping, Hook, standard_hooks
 from tlkit.train.plan import Stage
 from tlkit.train.probe import fit_linear_head, set_linear_head
@@ -43,7 +44,7 @@ from tlkit.train.routes import ImageRoute, plan_feature_cache
 from tlkit.train.state import TrainState
 from tlkit.train.trainer import BEST_MODEL, Trainer
 
-EVIDENCE_FILE = "freeze_search.json"
+EVIDENCE_FILE = RunDir.FREEZE_SEARCH
 #: The tuned model's temperature bounds in the comparison (not a run's: see choose_temperature).
 EVIDENCE_T_BOUNDS = (0.05, 20.0)
 FROZEN = "all"
@@ -254,7 +255,7 @@ def train_with_evidence(model, freezer, plan, inputs, images, *, candidate: str,
     if run.chief:
         with atomic_path(run.run_dir / BEST_MODEL) as tmp:
             frozen.inference_model().save(tmp)
-        atomic_write_json(run.run_dir / "head_fit.json", fitted["summary"])
+        atomic_write_json(run.run_dir / RunDir.HEAD_FIT, fitted["summary"])
         state.save(run.run_dir)
     return Outcome(state, [decision], frozen, done, route_choice=choice)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from tlkit.freeze.policy import plan_freeze
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import build_transfer_model, is_head_layer
 from tlkit.models.registry import ModelInfo
+from tlkit.rundir import RunDir
 from tlkit.train.routes import FeatureCachePlan, FeatureRoute, ImageInput, ImageRoute
 from tlkit.weights import load_backbone_weights
 
@@ -132,24 +132,21 @@ def weights_source(weights, info: ModelInfo) -> WeightsSource:
     if source in ("imagenet", "none"):
         return WeightsSource(source, {"source": source})
     path = Path(source).expanduser()
-    run_dir = None
+    run = RunDir.of(path)
     if path.is_dir():
-        run_dir, path = path, path / "model.keras"
+        path = run.model
         if not path.is_file():
             raise UserError(
-                f"--weights {source}: the folder has no model.keras (an unfinished run? "
+                f"--weights {source}: the folder has no {RunDir.MODEL} (an unfinished run? "
                 "re-run it to finish, or point at a weights file)"
             )
     elif not path.is_file():
         raise UserError(f"weights file not found: {path}")
-    elif path.name == "model.keras" and (path.parent / "metrics.json").is_file():
-        run_dir = path.parent
     record: dict[str, Any] = {"source": str(path)}
-    if run_dir is not None:
-        record["run"] = str(run_dir)
-        metrics = run_dir / "metrics.json"
-        if metrics.is_file():
-            data = json.loads(metrics.read_text())
+    if run is not None:
+        record["run"] = str(run.path)
+        data = run.metrics()
+        if data:
             record.update(
                 backbone=data.get("backbone"),
                 trained_on=data.get("trained_on"),
@@ -210,7 +207,7 @@ def load_start_weights(
         )
     log(report.format())
     if run.chief:
-        atomic_write_json(run.run_dir / "weights_report.json", report.as_dict())
+        atomic_write_json(run.run_dir / RunDir.WEIGHTS_REPORT, report.as_dict())
     return report.as_dict()
 
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from tlkit.io import atomic_path, atomic_write_json
 from tlkit.models.heads import head_layers
+from tlkit.rundir import RunDir
 from tlkit.train import feature_store
 from tlkit.train.plan import Stage, TrainPlan
 from tlkit.train.probe import HeadFit, fit_linear_head, is_linear_head, set_linear_head
@@ -40,7 +41,7 @@ from tlkit.train.search import SearchResult, default_search_epochs, search_freez
 from tlkit.train.state import TrainState
 from tlkit.train.trainer import BEST_MODEL
 
-SEARCH_FILE = "freeze_search.json"
+SEARCH_FILE = RunDir.FREEZE_SEARCH
 
 
 def check_policies(freezer, plan: TrainPlan) -> None:
@@ -206,7 +207,7 @@ def linear_probe(
 
 def has_checkpoint(run_dir: Path) -> bool:
     """A resumed run continues from a checkpoint (its head is in there, no probe needed)."""
-    path = Path(run_dir) / "state.json"
+    path = Path(run_dir) / RunDir.STATE
     if not path.exists():
         return False
     return bool(json.loads(path.read_text()).get("checkpoint"))
@@ -258,6 +259,6 @@ def fit_on_features(route, plan: TrainPlan, freezer, *, run, inputs, holdout: fl
     if run.chief:
         with atomic_path(run.run_dir / BEST_MODEL) as tmp:
             route.inference_model().save(tmp)
-        atomic_write_json(run.run_dir / "head_fit.json", fitted["summary"])
+        atomic_write_json(run.run_dir / RunDir.HEAD_FIT, fitted["summary"])
         state.save(run.run_dir)
     return state, [decision]

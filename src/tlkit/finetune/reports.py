@@ -28,17 +28,17 @@ from tlkit.reports import (
     write_history_csv,
     write_per_class_csv,
 )
+from tlkit.rundir import RunDir
 from tlkit.train.routes import ImageInput
 
 #: Probabilities a run's report uses instead of the saved model's, when they differ (out of fold).
-PREDICTIONS_FILE = "predictions_{split}.npy"
 
 
 def save_predictions(run_dir: Path, split: str, probabilities) -> None:
     """Keep ``probabilities`` of ``split`` (in split order) for ``tlkit report`` to reuse."""
     import numpy as np
 
-    with atomic_path(run_dir / PREDICTIONS_FILE.format(split=split)) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(RunDir(run_dir).predictions(split)) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.asarray(probabilities))  # as held: the report from disk is the same page
 
 
@@ -79,13 +79,13 @@ def write_run_record(run_dir: Path, recipe, inputs: Inputs) -> None:
     ``recipe.yaml`` is the resolved recipe plus the PCA statistics this run computed, so
     ``tlkit finetune --recipe RUN/recipe.yaml`` repeats the run without computing them again.
     """
-    atomic_write_json(run_dir / "labels.json", {"class_names": inputs.bundle.class_names})
+    atomic_write_json(run_dir / RunDir.LABELS, {"class_names": inputs.bundle.class_names})
     inputs.contract.save(run_dir)
     if inputs.pca_computed:
         recipe = recipe.model_copy(update={"augment": recipe.augment.with_pca_stats(inputs.pca)})
-    atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    atomic_write_text(run_dir / RunDir.RECIPE, recipe_to_yaml(recipe))
     if inputs.pca is not None:
-        atomic_write_json(run_dir / "pca_stats.json", inputs.pca.to_dict())
+        atomic_write_json(run_dir / RunDir.PCA_STATS, inputs.pca.to_dict())
 
 
 class Saved(NamedTuple):
@@ -114,8 +114,8 @@ def final_reports(
     ``route.cached_predictions`` may score a split from cached features instead of the images.
     Returns the metrics and what the report can reuse (:class:`Saved`).
     """
-    write_history_csv(run_dir / "history.csv", state.history)
-    plot_curves(run_dir / "curves.png", state.history, title=title, best_epoch=state.best_epoch)
+    write_history_csv(run_dir / RunDir.HISTORY, state.history)
+    plot_curves(run_dir / RunDir.CURVES, state.history, title=title, best_epoch=state.best_epoch)
     metrics: dict[str, Any] = {
         "history": state.history,
         "best_epoch": state.best_epoch,
@@ -146,7 +146,7 @@ def final_reports(
             bundle.class_names,
             title=f"{name} confusion matrix (rows: true class)",
         )
-        write_per_class_csv(run_dir / f"per_class_{name}.csv", result.per_class)
+        write_per_class_csv(RunDir(run_dir).per_class(name), result.per_class)
         table = format_per_class(result.per_class) + "\n"
         atomic_write_text(run_dir / f"per_class_{name}.txt", table)
         top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""

@@ -9,12 +9,12 @@ into the run directory names the backbone, so the run can be repeated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from tlkit.errors import UserError
 from tlkit.models.registry import get_model_info
+from tlkit.rundir import RunDir
 from tlkit.weights import WEIGHTS_EXTRA, offline
 
 AUTO = "auto"
@@ -65,14 +65,8 @@ def choose_backbone(weights_source: str) -> tuple[str, str]:
 
 
 def _run_backbone(path: Path) -> str | None:
-    run_dir = path if path.is_dir() else path.parent if path.name == "model.keras" else None
-    metrics = run_dir / "metrics.json" if run_dir is not None else None
-    if metrics is None or not metrics.is_file():
-        return None
-    try:
-        backbone = json.loads(metrics.read_text()).get("backbone")
-    except (OSError, ValueError):
-        return None
+    run = RunDir(path.parent) if path.name == RunDir.MODEL else RunDir.of(path)
+    backbone = run.metrics().get("backbone") if run is not None else None
     return backbone if isinstance(backbone, str) and backbone != AUTO else None
 
 

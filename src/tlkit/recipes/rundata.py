@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit.data import prepare_data
-from tlkit.errors import UserError
 from tlkit.recipes.loader import resolve_recipe
+from tlkit.rundir import RunDir
 
 
 def run_data(run_dir: str | Path):
@@ -16,8 +16,6 @@ def run_data(run_dir: str | Path):
     Raises:
         UserError: no ``recipe.yaml`` in the folder.
     """
-    path = Path(run_dir) / "recipe.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no recipe.yaml: cannot rebuild the run's data")
+    path = RunDir(run_dir).require_recipe("cannot rebuild the run's data")
     recipe = resolve_recipe([path])
     return recipe, prepare_data(recipe.data, seed=recipe.seed, run_dir=None, progress=False)

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from tlkit.reports import write_history_csv
+from tlkit.rundir import RunDir
 from tlkit.train.schedules import PlateauState, learning_rate_at
 
 
@@ -172,7 +173,7 @@ class HistoryFile(Hook):
     def on_epoch_end(self, epoch, logs=None):
         t = self.trainer
         if t.chief:
-            write_history_csv(t.run_dir / "history.csv", t.state.history)
+            write_history_csv(t.run_dir / RunDir.HISTORY, t.state.history)
 
 
 class TensorBoard(Hook):

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from tlkit.io import TEMPORARY_PREFIX, atomic_write_json, named
+from tlkit.rundir import RunDir
 
-STATE_FILE = "state.json"
-CHECKPOINTS = "checkpoints"
+STATE_FILE = RunDir.STATE
+CHECKPOINTS = RunDir.CHECKPOINTS
 
 
 @dataclass

@@ -29,6 +29,7 @@ from tlkit.freeze.lr import apply_lr_multipliers
 from tlkit.interrupts import STOP
 from tlkit.io import atomic_path
 from tlkit.models.heads import inference_model as main_output_model
+from tlkit.rundir import RunDir
 from tlkit.train.custom_loop import CustomLoop
 from tlkit.train.hooks import standard_hooks, weights_are_finite
 from tlkit.train.optim import build_optimizer
@@ -43,7 +44,7 @@ from tlkit.train.state import (
 from tlkit.train.strategy import describe_strategy
 from tlkit.train.workers import ChiefAgreement
 
-BEST_MODEL = "model.keras"
+BEST_MODEL = RunDir.MODEL
 
 
 class TrainingDivergedError(TlkitError):
@@ -283,7 +284,7 @@ class Trainer:
         elif with_optimizer:
             restore_checkpoint(self.run_dir, state.checkpoint, self.model, self.model.optimizer)
         else:  # a new stage: its optimizer starts afresh, the file's one is not wanted
-            folder = self.run_dir / "checkpoints" / state.checkpoint
+            folder = self.run_dir / RunDir.CHECKPOINTS / state.checkpoint
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
                 self.model.load_weights(folder / "model.weights.h5")
