@@ -315,67 +315,6 @@ def test_flipped_features_are_the_mirrored_images_features(small, tmp_path):
     assert not np.allclose(cached.train, cached.train_flipped)
 
 
-def _epoch(ds):
-    rows = [batch for batch in ds]
-    return (
-        np.concatenate([r[0].numpy() for r in rows]),
-        np.concatenate([r[1].numpy() for r in rows]),
-    )
-
-
-def test_mirroring_picks_flipped_features_with_the_mirror_probability():
-    from tlkit.train.routes import feature_dataset
-
-    n = 400
-    original = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
-    flipped = -original - 1  # row i: i (original) or -i-1 (mirrored)
-    labels = np.arange(n) % 4
-
-    def picks(p, epochs=1):
-        ds = feature_dataset(
-            original,
-            labels,
-            num_classes=4,
-            batch_size=32,
-            training=True,
-            seed=0,
-            flipped=flipped,
-            mirror_p=p,
-        )
-        out = []
-        for _ in range(epochs):
-            x, y = _epoch(ds)
-            index = np.where(x[:, 0] >= 0, x[:, 0], -x[:, 0] - 1).astype(int)
-            assert sorted(index) == list(range(n))  # every example once per epoch
-            np.testing.assert_array_equal(y.argmax(1), labels[index])  # labels follow rows
-            out.append(dict(zip(index, x[:, 0] < 0, strict=True)))
-        return out
-
-    assert not any(picks(0.0)[0].values())
-    assert all(picks(1.0)[0].values())
-    first, second = picks(0.5, epochs=2)
-    assert 0.4 < np.mean(list(first.values())) < 0.6
-    assert first != second  # drawn again every epoch
-
-
-def test_class_weights_become_sample_weights():
-    from tlkit.train.routes import feature_dataset
-
-    features = np.zeros((6, 2), np.float32)
-    labels = np.array([0, 1, 1, 1, 1, 1])
-    ds = feature_dataset(
-        features,
-        labels,
-        num_classes=2,
-        batch_size=6,
-        training=False,
-        seed=0,
-        class_weight={0: 3.0, 1: 0.6},
-    )
-    x, y, w = next(iter(ds))
-    np.testing.assert_allclose(w.numpy(), np.where(y.numpy().argmax(1) == 0, 3.0, 0.6))
-
-
 @pytest.mark.parametrize(
     ("change", "use", "frozen", "needle"),
     [

@@ -94,22 +94,33 @@ def make_dataset(
     dtype = tf.as_dtype(image_dtype)
     if dtype not in (tf.float32, tf.uint8):
         raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
-    n = len(split)
-    if n and int(split.labels.max()) >= num_classes:
+    if len(split) and int(split.labels.max()) >= num_classes:
         raise ValueError(f"label {int(split.labels.max())} out of range for {num_classes} classes")
     contract = contract or Contract.legacy(image_size)
     if contract.input_size != image_size:
         raise ValueError(f"contract is for {contract.input_size}px, image_size is {image_size}")
-    augment = training and augmenter is not None
-    size = image_size
-    if augment:
-        size = load_size or int(augmenter.load_size(image_size))
-    crops = size > image_size  # random crops from a larger square; else the evaluation view
-    prepare = (lambda image: contract.fit(image, size)) if crops else contract.view
+    augmenter = augmenter if training else None
+    size = image_size if augmenter is None else load_size or int(augmenter.load_size(image_size))
     calls = num_parallel_calls or AUTOTUNE
     cached = cache == "memory" or (
-        cache == "auto" and n * size * size * 3 <= cache_limit_mb * 2**20
-    )
+        cache == "auto" and len(split) * size * size * 3 <= cache_limit_mb * 2**20)
+    ds = _examples(split, contract, image_size, size, training=training, seed=seed,
+                   cached=cached, augmenter=augmenter, dtype=dtype, calls=calls)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
+    return _batch_steps(ds, augmenter, class_weight, num_classes, seed=seed, dtype=dtype,
+                        calls=calls).prefetch(AUTOTUNE)
+
+
+def _examples(split: Split, contract, image_size: int, size: int, *, training: bool, seed: int,
+              cached: bool, augmenter, dtype, calls) -> tf.data.Dataset:
+    """``(image, label)`` examples of :func:`make_dataset`: read, decoded and fitted to
+    ``size`` (random crops from a larger square) or the evaluation view, cached, shuffled and
+    augmented per image (``augmenter``: None when not training)."""
+    n = len(split)
+    augment = augmenter is not None
+    crops = size > image_size  # random crops from a larger square; else the evaluation view
+    prepare = (lambda image: contract.fit(image, size)) if crops else contract.view
     fused = (
         augment
         and not cached
@@ -158,9 +169,14 @@ def make_dataset(
         )
     elif not augment:
         ds = ds.map(lambda image, label: (_as_dtype(image, dtype), label))
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)))
-    per_batch = getattr(augmenter, "per_batch", None) if augment else None
+    return ds
+
+
+def _batch_steps(ds, augmenter, class_weight, num_classes: int, *, seed: int, dtype,
+                 calls) -> tf.data.Dataset:
+    """The augmenter's per-batch step (which may mix labels), then class weights as sample
+    weights, ``labels @ weights``, so a mixed label gets the mixed weight."""
+    per_batch = getattr(augmenter, "per_batch", None) if augmenter is not None else None
     if not getattr(augmenter, "has_batch_ops", True):
         per_batch = None  # nothing to do per batch: skip the step
     if per_batch is not None:
@@ -174,7 +190,7 @@ def make_dataset(
             [float(class_weight.get(c, 1.0)) for c in range(num_classes)], tf.float32
         )
         ds = ds.map(lambda images, labels: (images, labels, tf.linalg.matvec(labels, table)))
-    return ds.prefetch(AUTOTUNE)
+    return ds
 
 
 def iterate_images(

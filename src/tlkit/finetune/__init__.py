@@ -57,7 +57,6 @@ from tlkit.finetune.model import (
 from tlkit.finetune.policy import (
     check_policies,
     choose_freeze,
-    fit_on_features,
     has_checkpoint,
     linear_probe,
     stage_summary,
@@ -70,13 +69,15 @@ from tlkit.models.registry import get_model_info
 from tlkit.recipes import resolve_backbone, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.rundir import RunDir
-from tlkit.train.batchnorm import PreciseBatchNorm, statistics_sample
-from tlkit.train.hooks import standard_hooks
-from tlkit.train.plan import TrainPlan
-from tlkit.train.probe import is_linear_head
-from tlkit.train.routes import ImageInput, plan_feature_cache
-from tlkit.train.state import CHECKPOINTS
-from tlkit.train.trainer import Trainer
+from tlkit.train import (
+    ImageInput,
+    PreciseBatchNorm,
+    TrainPlan,
+    is_linear_head,
+    plan_feature_cache,
+    standard_hooks,
+    statistics_sample,
+)
 
 __all__ = ["RunResult", "describe_result", "finetune", "resolve_run_dir"]
 
@@ -224,15 +225,14 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         state.checkpoint = None
     state.save(run.run_dir)
     if not recipe.train.keep_checkpoints:
-        shutil.rmtree(run.run_dir / CHECKPOINTS, ignore_errors=True)  # weights, optimizer state
-    return RunResult(run.run_dir, metrics, resumed=run.resuming,
-                     fast_path=route.name == "cached features")
+        shutil.rmtree(run.run_dir / RunDir.CHECKPOINTS, ignore_errors=True)  # weights, optimizer state
+    return RunResult(run.run_dir, metrics, resumed=run.resuming, fast_path=metrics["fast_path"])
 
 
 def _train(recipe, plan, model, freezer, inputs, images, chosen, *, info, source, run, resume,
            log) -> Outcome:
-    """Train the plan's policy one way (no comparison): the cached-feature route's solver
-    fit, or the trainer on images after the linear probe."""
+    """Train the plan's policy one way (no comparison) on the route it can take: the
+    cached-feature route's solver fit, or the trainer on images after the linear probe."""
     head = recipe.model.head
     route_choice = plan_feature_cache(
         model, freezer, plan.stages, head_type=head.type, augment=recipe.augment,
@@ -248,27 +248,18 @@ def _train(recipe, plan, model, freezer, inputs, images, chosen, *, info, source
             )
     route = make_route(
         model, route_choice, inputs, images, info=info, source=source.path, run=run,
-        cross_fit=recipe.train.frozen_head == "cross_fit", log=log,
+        cross_fit=recipe.train.frozen_head == "cross_fit", holdout=recipe.freeze.auto.holdout,
+        log=log,
     )
     plan = plan.for_route(route.name)
-    if route.name == "cached features":
-        state, decisions = fit_on_features(
-            route, plan, freezer, run=run, inputs=inputs,
-            holdout=recipe.freeze.auto.holdout, seed=recipe.seed, resume=resume, log=log,
-        )
-        return Outcome(state, decisions, route, None, probe=probe, route_choice=route_choice)
     hooks = standard_hooks()
     if any(freezer.plan(s.policy).bn == "train" for s in plan.stages):
         # moving averages lag fast-changing weights: recompute them before each score
         sample = statistics_sample(inputs.bundle.train, images.image_size, contract=inputs.contract)
         hooks.append(PreciseBatchNorm(sample))
-    trainer = Trainer(
-        route.model, plan, route.datasets, run.run_dir, hooks, strategy=run.strategy,
-        freezer=freezer, inference_model=route.inference_model, chief=run.chief, log=log,
-    )
-    state = trainer.run(resume=resume)
-    return Outcome(state, trainer.decisions, route, None, trainer.used_custom_loop, probe=probe,
-                   route_choice=route_choice)
+    trained = route.train(plan, hooks, run, freezer=freezer, resume=resume, log=log)
+    return Outcome(trained.state, trained.decisions, route, None, trained.custom_loop,
+                   probe=probe, route_choice=route_choice)
 
 
 def describe_result(result: RunResult, *, seconds: float | None = None,

@@ -19,8 +19,7 @@ from tlkit.io import remove_stale_temporaries
 from tlkit.recipes import recipe_to_yaml, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.rundir import RunDir
-from tlkit.train.state import TrainState
-from tlkit.train.strategy import is_chief, resolve_strategy
+from tlkit.train import TrainState, is_chief, resolve_strategy
 
 #: Held (``flock``) by the process running in a run directory; the kernel releases it when
 #: that process ends, however it ends, so a killed run never leaves it stuck.

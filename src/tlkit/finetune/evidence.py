@@ -34,15 +34,20 @@ import numpy as np
 
 from tlkit.evaluate import load_trained, predict_dataset
 from tlkit.evaluation.calibration import fit_temperature, rescale
-from tlkit.io import atomic_path, atomic_write_json
+from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.rundir import RunDir
-from tlkit.train.hooks import EarlyStopping, Hook, standard_hooks
-from tlkit.train.plan import Stage
-from tlkit.train.probe import fit_linear_head, set_linear_head
-from tlkit.train.routes import ImageRoute, plan_feature_cache
-from tlkit.train.state import TrainState
-from tlkit.train.trainer import BEST_MODEL, Trainer
+from tlkit.train import (
+    EarlyStopping,
+    Hook,
+    ImageRoute,
+    Stage,
+    TrainState,
+    fit_linear_head,
+    plan_feature_cache,
+    set_linear_head,
+    standard_hooks,
+)
 
 EVIDENCE_FILE = RunDir.FREEZE_SEARCH
 #: The tuned model's temperature bounds in the comparison (not a run's: see choose_temperature).
@@ -203,43 +208,25 @@ def train_with_evidence(model, freezer, plan, inputs, images, *, candidate: str,
                                 flipped=f.train_flipped, class_weight=inputs.class_weight,
                                 holdout=auto.holdout, seed=recipe.seed)
         set_linear_head(head_layers(model), probe)
-        losses = per_image_loss(*oof)
-        # lenient: fine-tuning often dips before it gains, so only a large gap after half the
-        # epochs stops it
-        hopeless = HopelessStop(float(losses.mean()), float(losses.std() / math.sqrt(len(losses))),
-                                HOPELESS_SE, after=max(1, math.ceil(plan.stages[0].epochs / 2)))
-        hooks = standard_hooks()
-        hooks.insert(next(i for i, h in enumerate(hooks) if isinstance(h, EarlyStopping)) + 1,
-                     hopeless)
+        hooks, hopeless = _hooks_against(oof, plan.stages[0].epochs)
         route = ImageRoute(model, inputs.bundle, images, augmenter=inputs.augmenter,
                            class_weight=inputs.class_weight)
         log(f"freeze decision: fine-tuning ({candidate}) against the frozen backbone; the rule "
             f"says {prior}")
-        trainer = Trainer(route.model, tuned_plan, route.datasets, run.run_dir, hooks,
-                          strategy=run.strategy, freezer=freezer,
-                          inference_model=route.inference_model, chief=run.chief, log=log)
-        state = trainer.run(resume=run.resuming)
+        trained = route.train(tuned_plan, hooks, run, freezer=freezer, resume=run.resuming,
+                              log=log)
+        state = trained.state
         if done is None:
             tuned = predict_dataset(load_trained(run.run_dir).model,
                                     images.dataset(inputs.bundle.val, inputs.bundle.num_classes))
-            # compared calibrated: the frozen head's temperature is inside it; the tuned model
-            # gets its val fit in the bounds issue 25's five-seed suite measured this rule with
-            tuned = (rescale(tuned[0], fit_temperature(*tuned, bounds=EVIDENCE_T_BOUNDS)),
-                     tuned[1])
-            chosen, mean, se, why = judge(oof[0], tuned[0], oof[1], prior=prior,
-                                          candidate=candidate, margin_se=auto.margin_se)
-            done = Evidence(
-                "evidence", prior, candidate, chosen, len(oof[1]),
-                float(per_image_loss(*oof).mean()), float(per_image_loss(*tuned).mean()),
-                float(np.mean(oof[0].argmax(1) == oof[1])),
-                float(np.mean(tuned[0].argmax(1) == tuned[1])), mean, se, auto.margin_se,
-                int(state.epoch), hopeless.stopped, time.perf_counter() - started, why,
-            )
+            done = _weigh(oof, tuned, prior=prior, candidate=candidate, margin_se=auto.margin_se,
+                          epochs=int(state.epoch), stopped=hopeless.stopped,
+                          seconds=time.perf_counter() - started)
             if run.chief:
                 atomic_write_json(stored, done.to_dict())
         log(done.table())
         if done.chosen == candidate:
-            return Outcome(state, trainer.decisions, route, done, trainer.used_custom_loop,
+            return Outcome(state, trained.decisions, route, done, trained.custom_loop,
                            probe=True)
     else:
         log(done.table())
@@ -249,15 +236,42 @@ def train_with_evidence(model, freezer, plan, inputs, images, *, candidate: str,
         weight.assign(value)
     decision = freezer.apply(FROZEN)
     log(decision.message)
-    state = TrainState(recipe_digest=tuned_plan.digest, stage=1, epoch=1, stage_epoch=0,
-                       history=[{"epoch": 1, "stage": 1, **frozen.scores(), "lr": 0.0, "steps": 0}],
-                       finished=True)
+    state = frozen.finished_state(tuned_plan.digest)
     if run.chief:
-        with atomic_path(run.run_dir / BEST_MODEL) as tmp:
-            frozen.inference_model().save(tmp)
-        atomic_write_json(run.run_dir / RunDir.HEAD_FIT, fitted["summary"])
-        state.save(run.run_dir)
+        frozen.save_finished(run.run_dir, fitted, state)
     return Outcome(state, [decision], frozen, done, route_choice=choice)
+
+
+def _hooks_against(oof, epochs: int) -> tuple[list[Hook], HopelessStop]:
+    """The trainer's hooks with a :class:`HopelessStop` against the frozen head's out-of-fold
+    loss, right after early stopping."""
+    losses = per_image_loss(*oof)
+    # lenient: fine-tuning often dips before it gains, so only a large gap after half the
+    # epochs stops it
+    hopeless = HopelessStop(float(losses.mean()), float(losses.std() / math.sqrt(len(losses))),
+                            HOPELESS_SE, after=max(1, math.ceil(epochs / 2)))
+    hooks = standard_hooks()
+    hooks.insert(next(i for i, h in enumerate(hooks) if isinstance(h, EarlyStopping)) + 1,
+                 hopeless)
+    return hooks, hopeless
+
+
+def _weigh(oof, tuned, *, prior: str, candidate: str, margin_se: float, epochs: int,
+           stopped: bool, seconds: float) -> Evidence:
+    """The evidence of the frozen head's out-of-fold predictions against the tuned model's on
+    the same validation images, compared calibrated: the frozen head's temperature is inside
+    it; the tuned model gets its val fit in the bounds issue 25's five-seed suite measured this
+    rule with."""
+    tuned = (rescale(tuned[0], fit_temperature(*tuned, bounds=EVIDENCE_T_BOUNDS)), tuned[1])
+    chosen, mean, se, why = judge(oof[0], tuned[0], oof[1], prior=prior, candidate=candidate,
+                                  margin_se=margin_se)
+    return Evidence(
+        "evidence", prior, candidate, chosen, len(oof[1]),
+        float(per_image_loss(*oof).mean()), float(per_image_loss(*tuned).mean()),
+        float(np.mean(oof[0].argmax(1) == oof[1])),
+        float(np.mean(tuned[0].argmax(1) == tuned[1])), mean, se, margin_se,
+        epochs, stopped, seconds, why,
+    )
 
 
 def _head_weights(model) -> list:

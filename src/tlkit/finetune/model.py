@@ -20,7 +20,7 @@ from tlkit.io import atomic_write_json
 from tlkit.models.heads import build_transfer_model, is_head_layer
 from tlkit.models.registry import ModelInfo
 from tlkit.rundir import RunDir
-from tlkit.train.routes import FeatureCachePlan, FeatureRoute, ImageInput, ImageRoute
+from tlkit.train import FeatureCachePlan, FeatureRoute, ImageInput, ImageRoute
 from tlkit.weights import load_backbone_weights
 
 
@@ -221,11 +221,13 @@ def make_route(
     source: str,
     run: RunContext,
     cross_fit: bool = True,
+    holdout: float = 0.25,
     log: Callable[[str], None] = print,
 ):
-    """The :class:`~tlkit.train.routes.FeatureRoute` when ``choice.use``, else the
-    :class:`~tlkit.train.routes.ImageRoute`; says which and why. ``cross_fit``: the feature
-    route fits a linear head on every labelled image (``train.frozen_head``)."""
+    """The :class:`~tlkit.train.FeatureRoute` when ``choice.use``, else the
+    :class:`~tlkit.train.ImageRoute`; says which and why. ``cross_fit``: the feature route
+    fits a linear head on every labelled image (``train.frozen_head``); else ``holdout`` of
+    the training images chooses its strength."""
     if choice.use:
         log(f"fast path: {choice.reason}")
         return FeatureRoute(
@@ -237,6 +239,7 @@ def make_route(
             info=info,
             weights_source=source,
             class_weight=inputs.class_weight,
+            holdout=holdout,
             strategy=run.strategy,
             resuming=run.resuming,
             cross_fit=cross_fit,

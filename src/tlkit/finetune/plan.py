@@ -28,10 +28,7 @@ from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
 from tlkit.recipes import resolve_backbone
-from tlkit.train.plan import TrainPlan
-from tlkit.train.probe import is_linear_head
-from tlkit.train.routes import plan_feature_cache
-from tlkit.train.search import default_search_epochs
+from tlkit.train import TrainPlan, default_search_epochs, is_linear_head, plan_feature_cache
 from tlkit.weights import official_weights_path
 
 #: What ``tlkit finetune`` would do in the run directory, by :func:`locate_run_dir`'s status.

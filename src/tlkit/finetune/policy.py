@@ -16,7 +16,7 @@
   ``freeze.pretrained_lr`` times the head's learning rate.
 * ``all`` (chosen or asked for) with a linear head: the head on cached features (of the
   images and, with mirroring, their mirrors), fitted to convergence by a solver
-  (:meth:`tlkit.train.routes.FeatureRoute.fit`), not a fixed number of epochs; augmentation
+  (:meth:`tlkit.train.feature_route.FeatureRoute.train`), not a fixed number of epochs; augmentation
   other than mirroring is left out (it scored lower: docs/transfer-study.md).
 
 A recipe with its own ``freeze.stages`` gets exactly those stages.
@@ -31,15 +31,21 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tlkit.io import atomic_path, atomic_write_json
+from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.rundir import RunDir
-from tlkit.train import feature_store
-from tlkit.train.plan import Stage, TrainPlan
-from tlkit.train.probe import HeadFit, fit_linear_head, is_linear_head, set_linear_head
-from tlkit.train.search import SearchResult, default_search_epochs, search_freeze
-from tlkit.train.state import TrainState
-from tlkit.train.trainer import BEST_MODEL
+from tlkit.train import (
+    HeadFit,
+    SearchResult,
+    Stage,
+    TrainPlan,
+    compute_features,
+    default_search_epochs,
+    fit_linear_head,
+    is_linear_head,
+    search_freeze,
+    set_linear_head,
+)
 
 SEARCH_FILE = RunDir.FREEZE_SEARCH
 
@@ -192,7 +198,7 @@ def linear_probe(
 ) -> HeadFit:
     """Fit the head of ``model`` on its frozen backbone's features of the training split, to
     convergence, and put it in place (the fine-tuning stage starts from it)."""
-    features, labels = feature_store.compute_features(
+    features, labels = compute_features(
         model, inputs.bundle.train, image_size=inputs.image_size, batch_size=max(batch_size, 64),
         contract=inputs.contract,
     )
@@ -235,30 +241,3 @@ __all__ = [
     "stage_summary",
 ]
 
-
-def fit_on_features(route, plan: TrainPlan, freezer, *, run, inputs, holdout: float, seed: int,
-                    resume: bool = True, log: Callable[[str], None] = print):
-    """Train a frozen-backbone run: the head on cached features, to convergence; save
-    ``model.keras`` and a finished ``state.json``. Returns ``(state, [freeze decision])``."""
-    state = TrainState.load(run.run_dir) if resume else None
-    decision = freezer.apply(plan.stages[0].policy)
-    log(decision.message)
-    log(freezer.table())
-    if state is not None and state.finished and state.recipe_digest == plan.digest:
-        log(f"{run.run_dir}: this run already finished")
-        return state, [decision]
-    fitted = route.fit(
-        class_weight=inputs.class_weight, holdout=holdout, seed=seed, lr=plan.stages[0].lr
-    )
-    log(fitted["message"])
-    row = {"epoch": 1, "stage": 1, **route.scores(), "lr": 0.0, "steps": 0}
-    state = TrainState(recipe_digest=plan.digest, stage=1, epoch=1, stage_epoch=0,
-                       history=[row], finished=True)
-    if plan.monitor in row:
-        state.best, state.best_epoch = row[plan.monitor], 1
-    if run.chief:
-        with atomic_path(run.run_dir / BEST_MODEL) as tmp:
-            route.inference_model().save(tmp)
-        atomic_write_json(run.run_dir / RunDir.HEAD_FIT, fitted["summary"])
-        state.save(run.run_dir)
-    return state, [decision]

@@ -29,7 +29,7 @@ from tlkit.reports import (
     write_per_class_csv,
 )
 from tlkit.rundir import RunDir
-from tlkit.train.routes import ImageInput
+from tlkit.train import ImageInput
 
 #: Probabilities a run's report uses instead of the saved model's, when they differ (out of fold).
 
@@ -96,6 +96,26 @@ class Saved(NamedTuple):
     predictions: dict[str, Any] | None = None
 
 
+def _score_split(run_dir: Path, name: str, predicted, class_names: list[str], best_epoch,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Split ``name``'s metrics entries from its ``(probabilities, labels)``; writes its
+    confusion matrix and per-class tables."""
+    result = evaluate_predictions(*predicted, class_names)
+    plot_confusion_matrix(
+        run_dir / f"confusion_matrix{'' if name == 'val' else '_test'}.png",
+        result.matrix,
+        class_names,
+        title=f"{name} confusion matrix (rows: true class)",
+    )
+    write_per_class_csv(RunDir(run_dir).per_class(name), result.per_class)
+    atomic_write_text(run_dir / f"per_class_{name}.txt", format_per_class(result.per_class) + "\n")
+    top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
+    log(f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
+        f"(best epoch {best_epoch})")
+    return {name: {"top1": result.top1, "top5": result.top5, "count": result.count},
+            f"{name}_per_class": result.per_class}
+
+
 def final_reports(
     run_dir: Path,
     inputs: Inputs,
@@ -125,8 +145,8 @@ def final_reports(
         "stopped_early": state.stopped_early,
     }
     bundle = inputs.bundle
-    in_memory = getattr(route, "saved_in_memory", lambda: None)  # the saved model, unloaded
-    best = functools.cache(lambda: in_memory() or load_trained(run_dir).model)
+    # the saved model: the one in memory when the route has it, else model.keras loaded
+    best = functools.cache(lambda: route.saved_in_memory() or load_trained(run_dir).model)
     scored = {}
 
     for name in ("val", "test"):
@@ -137,23 +157,8 @@ def final_reports(
         if predicted is None:
             predicted = predict_dataset(best(), images.dataset(split, bundle.num_classes))
         scored[name] = predicted
-        result = evaluate_predictions(*predicted, bundle.class_names)
-        metrics[name] = {"top1": result.top1, "top5": result.top5, "count": result.count}
-        metrics[f"{name}_per_class"] = result.per_class
-        plot_confusion_matrix(
-            run_dir / f"confusion_matrix{'' if name == 'val' else '_test'}.png",
-            result.matrix,
-            bundle.class_names,
-            title=f"{name} confusion matrix (rows: true class)",
-        )
-        write_per_class_csv(RunDir(run_dir).per_class(name), result.per_class)
-        table = format_per_class(result.per_class) + "\n"
-        atomic_write_text(run_dir / f"per_class_{name}.txt", table)
-        top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
-        log(
-            f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
-            f"(best epoch {state.best_epoch})"
-        )
+        metrics.update(_score_split(run_dir, name, predicted, bundle.class_names,
+                                    state.best_epoch, log))
     calibration_path = run_dir / CALIBRATION_FILE
     saved = None
     crossed = route.cross_fitted()

@@ -1,5 +1,6 @@
-"""The cached-feature route: a frozen backbone runs once per image, the head trains on its
-features (see :mod:`tlkit.train.routes` for when a run takes it).
+"""The cached-feature route: a frozen backbone runs once per image, the head is fitted on its
+features (see :mod:`tlkit.train.routes` for when a run takes it, and the face it shares with
+the image route).
 
 A linear head is fitted by a solver, by default on every labelled image with its L2 strength
 and temperature chosen by k-fold cross-validation (:mod:`tlkit.train.crossfit`); the
@@ -17,20 +18,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlkit.io import atomic_path, atomic_write_json
 from tlkit.models.heads import build_head_model, head_layers
+from tlkit.rundir import RunDir
 from tlkit.train import feature_store as store
 from tlkit.train.crossfit import CrossFit, cross_fit_linear_head
 from tlkit.train.probe import fit_head_layers, fit_linear_head, is_linear_head, set_linear_head
-from tlkit.train.trainer import Datasets
+from tlkit.train.routes import Trained
+from tlkit.train.state import TrainState
 
 
 class FeatureRoute:
-    """Train ``model``'s head on the cached features of its frozen part.
+    """Fit ``model``'s head on the cached features of its frozen part.
 
-    Computes or reuses the features (a resumed run must find the key it started with), keeps
-    a random initialisation for a resumed run, and builds the head-only model and its
-    datasets. The trainer fits :attr:`model` (the head); ``model.keras`` is the full image
-    model, which shares the head's layers.
+    Computes or reuses the features (a resumed run must find the key it started with) and
+    builds the head-only model :attr:`model`; :meth:`train` fits it by a solver, to
+    convergence. ``model.keras`` is the full image model, which shares the head's layers.
 
     Args:
         full_model: The transfer model (weights loaded).
@@ -41,6 +44,8 @@ class FeatureRoute:
         info: The backbone's registry entry (id and preprocessing are part of the key).
         weights_source: Where the backbone's weights came from (part of the cache key).
         class_weight: ``{class index: weight}`` as sample weights, or None.
+        holdout: Share of the training features that chooses the solver's strength when the
+            head is not cross-fitted.
         strategy: The strategy whose scope builds the head model.
         resuming: The run continues from a checkpoint.
         cross_fit: Fit a linear head on every labelled image (train and val) by k-fold
@@ -61,6 +66,7 @@ class FeatureRoute:
         info,
         weights_source: str = "",
         class_weight=None,
+        holdout: float = 0.25,
         strategy=None,
         resuming: bool = False,
         cross_fit: bool = True,
@@ -68,6 +74,7 @@ class FeatureRoute:
     ):
         self.full_model = full_model
         self.cross_fit = cross_fit
+        self.class_weight, self.holdout, self.seed = class_weight, holdout, images.seed
         self.crossed: CrossFit | None = None
         splits = {"train": bundle.train, **({"val": bundle.val} if len(bundle.val) else {})}
         parts = store.key_parts(
@@ -82,7 +89,7 @@ class FeatureRoute:
         key = store.cache_key(parts)
         if resuming:
             store.check_resumable(run_dir, key)
-        self.features = f = store.cached_features(
+        self.features = store.cached_features(
             full_model,
             splits,
             run_dir=run_dir,
@@ -96,16 +103,42 @@ class FeatureRoute:
         )
         with (strategy or tf.distribute.get_strategy()).scope():
             self.model = build_head_model(full_model)
-        common = {"num_classes": bundle.num_classes, "batch_size": images.batch_size}
-        train = feature_dataset(
-            f.train, f.train_labels, training=True, seed=images.seed, flipped=f.train_flipped,
-            mirror_p=plan.mirror_p, class_weight=class_weight, **common,
-        )
-        val = None
-        if f.val is not None:
-            val = feature_dataset(f.val, f.val_labels, training=False, seed=images.seed, **common)
-        self.datasets = Datasets(train, val)
         self._best_head: list[np.ndarray] | None = None
+
+    def train(self, plan, hooks: list, run, *, freezer, resume: bool = True,
+              log: Callable[[str], None] = print) -> Trained:
+        """Fit the head on the cached features to convergence and save ``model.keras`` and a
+        finished ``state.json`` (one row of history; no epochs, so ``hooks`` have nothing to
+        watch). A finished run with the same plan is not fitted again."""
+        state = TrainState.load(run.run_dir) if resume else None
+        decision = freezer.apply(plan.stages[0].policy)
+        log(decision.message)
+        log(freezer.table())
+        if state is not None and state.finished and state.recipe_digest == plan.digest:
+            log(f"{run.run_dir}: this run already finished")
+            return Trained(state, [decision])
+        fitted = self.fit(class_weight=self.class_weight, holdout=self.holdout, seed=self.seed,
+                          lr=plan.stages[0].lr)
+        log(fitted["message"])
+        state = self.finished_state(plan.digest)
+        if plan.monitor in state.history[0]:
+            state.best, state.best_epoch = state.history[0][plan.monitor], 1
+        if run.chief:
+            self.save_finished(run.run_dir, fitted, state)
+        return Trained(state, [decision])
+
+    def finished_state(self, digest: str) -> TrainState:
+        """The state of a run whose head was fitted: one history row of :meth:`scores`."""
+        row = {"epoch": 1, "stage": 1, **self.scores(), "lr": 0.0, "steps": 0}
+        return TrainState(recipe_digest=digest, stage=1, epoch=1, stage_epoch=0, history=[row],
+                          finished=True)
+
+    def save_finished(self, run_dir: Path, fitted: dict[str, Any], state: TrainState) -> None:
+        """``model.keras`` with the fitted head, ``head_fit.json`` and ``state.json``."""
+        with atomic_path(Path(run_dir) / RunDir.MODEL) as tmp:
+            self.inference_model().save(tmp)
+        atomic_write_json(Path(run_dir) / RunDir.HEAD_FIT, fitted["summary"])
+        state.save(run_dir)
 
     def fit(self, *, class_weight=None, holdout: float = 0.25, seed: int = 0, lr: float = 1e-3):
         """Train the head on the cached features to convergence.
@@ -228,53 +261,4 @@ class FeatureRoute:
 
     def metrics(self) -> dict[str, Any]:
         return {"fast_path": True, "feature_cache": self.features.key}
-
-
-def feature_dataset(
-    features: np.ndarray,
-    labels: np.ndarray,
-    *,
-    num_classes: int,
-    batch_size: int,
-    training: bool,
-    seed: int,
-    flipped: np.ndarray | None = None,
-    mirror_p: float = 0.0,
-    class_weight: dict[int, float] | None = None,
-) -> tf.data.Dataset:
-    """Batches of ``(features, one-hot labels[, sample weights])`` like the image pipeline's.
-
-    Training shuffles (seeded, a new order every epoch) and, with ``flipped`` and
-    ``mirror_p``, takes each example's mirrored features with probability ``mirror_p``, drawn
-    per example and per epoch (the image pipeline's mirroring). Class weights become
-    per-example sample weights, as in :func:`tlkit.data.make_dataset`.
-    """
-    n = len(labels)
-    table = tf.constant(np.asarray(features, np.float32))
-    label_table = tf.constant(np.asarray(labels, np.int64))
-    ds = tf.data.Dataset.range(n)
-    if training:
-        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    mirror = training and flipped is not None and mirror_p > 0
-    if mirror:
-        mirrored = tf.constant(np.asarray(flipped, np.float32))
-        seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
-
-        def pick(index, s):
-            draw = tf.random.stateless_uniform(tf.shape(index), seed=s) < mirror_p
-            x = tf.where(draw[:, None], tf.gather(mirrored, index), tf.gather(table, index))
-            return x, tf.gather(label_table, index)
-
-        ds = tf.data.Dataset.zip(ds, seeds).map(pick)
-    else:
-        ds = ds.map(lambda index: (tf.gather(table, index), tf.gather(label_table, index)))
-    ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
-    if class_weight:
-        weights = tf.constant(
-            [float(class_weight.get(c, 1.0)) for c in range(num_classes)], tf.float32
-        )
-        ds = ds.map(lambda x, y: (x, y, tf.linalg.matvec(y, weights)))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
 

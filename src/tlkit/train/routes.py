@@ -1,6 +1,11 @@
-"""Training routes: what the trainer fits, on which data, and what that adds to the run.
+"""Training routes: strategy objects that train a run's model one way and say what that adds.
 
-A run trains one of two ways, and both give the same ``model.keras`` (a full image model):
+A run trains one of two ways, and both give the same ``model.keras`` (a full image model).
+Every route has the same face (:class:`Route`): ``train(plan, hooks, run)`` trains and saves,
+``inference_model()`` is what the best model saves, ``saved_in_memory()`` and
+``cached_predictions()`` let the reports skip loading and predicting, ``cross_fitted()`` is
+the evidence of a cross-fitted head, and ``metrics()`` adds the route's facts to
+``metrics.json``. Nothing above ``tlkit.train`` asks which route it holds.
 
 * :class:`ImageRoute`: the transfer model on image batches from the tf.data pipeline
   (augmented for training);
@@ -18,15 +23,16 @@ route, and says why (not).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import keras
 import tensorflow as tf
 
 from tlkit.data.pipeline import make_dataset
 from tlkit.models.heads import inference_model, is_head_layer
-from tlkit.train.trainer import Datasets
+from tlkit.train.state import TrainState
+from tlkit.train.trainer import Datasets, Trainer
 
 #: Layers that behave differently in training even when frozen: features computed once would
 #: leave out their noise, so a backbone holding one trains on images.
@@ -72,8 +78,47 @@ class ImageInput:
         )
 
 
+@dataclass
+class Trained:
+    """What :meth:`Route.train` leaves: the final state, the freeze decisions applied, and
+    whether tlkit's own distributed loop ran (``Model.fit`` could not)."""
+
+    state: TrainState
+    decisions: list = field(default_factory=list)
+    custom_loop: bool = False
+
+
+class Route(Protocol):
+    """The face every training route has (:class:`ImageRoute`, :class:`FeatureRoute`).
+
+    ``run`` is the run's context: ``run_dir``, ``strategy``, ``chief``.
+    """
+
+    name: str
+
+    def train(self, plan, hooks: list, run, *, freezer, resume: bool = True,
+              log: Callable[[str], None] = print) -> Trained:
+        """Train ``plan`` (a :class:`~tlkit.train.plan.TrainPlan`) with ``hooks``; save
+        ``model.keras`` and ``state.json`` in ``run.run_dir``."""
+
+    def inference_model(self) -> keras.Model:
+        """The full image model as ``model.keras`` saves it."""
+
+    def saved_in_memory(self) -> keras.Model | None:
+        """The model ``model.keras`` holds when this process has it in memory, else None."""
+
+    def cached_predictions(self, split_name: str, best: Callable[[], keras.Model]):
+        """``(probabilities, labels)`` of a split without running the images, else None."""
+
+    def cross_fitted(self):
+        """``(CrossFit, training images)`` of a cross-fitted head, else None."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The route's entries in ``metrics.json`` (``fast_path``, ``feature_cache``)."""
+
+
 class ImageRoute:
-    """Train the whole transfer model on image batches.
+    """Train the whole transfer model on image batches, with the :class:`Trainer`.
 
     uint8 batches: a quarter of the bytes to batch, prefetch and copy to an accelerator; the
     model's input casts them (benchmarks/augment_throughput.py).
@@ -90,6 +135,16 @@ class ImageRoute:
         )
         val = images.dataset(bundle.val, classes, image_dtype="uint8") if len(bundle.val) else None
         self.datasets = Datasets(train, val)
+
+    def train(self, plan, hooks: list, run, *, freezer, resume: bool = True,
+              log: Callable[[str], None] = print) -> Trained:
+        """The trainer's stages and epochs on the image batches (see :class:`Route`)."""
+        trainer = Trainer(
+            self.model, plan, self.datasets, run.run_dir, hooks, strategy=run.strategy,
+            freezer=freezer, inference_model=self.inference_model, chief=run.chief, log=log,
+        )
+        state = trainer.run(resume=resume)
+        return Trained(state, trainer.decisions, trainer.used_custom_loop)
 
     def inference_model(self) -> keras.Model:
         return inference_model(self.model)
@@ -223,8 +278,5 @@ def plan_feature_cache(
     )
 
 
-# The cached-feature route lives in its own module; importable from here as before.
-from tlkit.train.feature_route import FeatureRoute, feature_dataset  # noqa: E402
-
-__all__ = ["Datasets", "FeatureCachePlan", "FeatureRoute", "ImageInput", "ImageRoute",
-           "cacheable_augmentation", "feature_dataset", "plan_feature_cache"]
+__all__ = ["FeatureCachePlan", "ImageInput", "ImageRoute", "Route", "Trained",
+           "cacheable_augmentation", "plan_feature_cache"]

@@ -124,6 +124,40 @@ def _score(history: dict) -> tuple[float, float, int]:
     return float(acc[best]), float(loss[best]), len(acc)
 
 
+def _probe(pooled, y, fit_i, held_i, num_classes: int) -> tuple[HeadFit, Candidate]:
+    """The frozen backbone's candidate: the head by solver on the pooled features."""
+    t = time.perf_counter()
+    probe: HeadFit = fit_linear_head(
+        pooled[fit_i], y[fit_i], num_classes, holdout_data=(pooled[held_i], y[held_i]),
+    )
+    probs = _softmax(pooled[held_i] @ probe.kernel + probe.bias)
+    return probe, Candidate(
+        "all", probe.holdout_accuracy, _log_loss(probs, y[held_i]), 0,
+        time.perf_counter() - t, int(probe.kernel.size + probe.bias.size),
+        f"head by solver, C={probe.c:g}",
+    )
+
+
+def _train_candidate(policy: str, sub, freezer, inputs, y_onehot, fit_i, held_i, *, optimizer,
+                     lr: float, batch_size: int, epochs: int, seed: int) -> Candidate:
+    """Train ``sub`` (the model from the freeze point on, ``freezer`` applied) on the search
+    part and score it on the held-out part."""
+    t = time.perf_counter()
+    tuned = build_optimizer(optimizer, lr)
+    multipliers = freezer.lr_multipliers()
+    if multipliers:  # the final run's per-group rates (pretrained_lr)
+        apply_lr_multipliers(tuned, multipliers)
+    sub.compile(optimizer=tuned, loss="categorical_crossentropy", metrics=["accuracy"])
+    keras.utils.set_random_seed(seed)
+    history = sub.fit(
+        inputs[fit_i], y_onehot[fit_i], validation_data=(inputs[held_i], y_onehot[held_i]),
+        batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+    ).history
+    acc, loss, ran = _score(history)
+    params = int(sum(np.prod(v.shape) for v in sub.trainable_weights))
+    return Candidate(policy, acc, loss, ran, time.perf_counter() - t, params)
+
+
 def search_freeze(
     model: keras.Model,
     freezer,
@@ -170,79 +204,51 @@ def search_freeze(
         )
     fit_i, held_i = split
     candidates = freezer.candidates()
-    boundaries = {c: _boundary_output(model, freezer, c) for c in candidates if c not in ("all", "none")}
-    pooled = head_layers(model)[0].input
-    outputs = [pooled, *boundaries.values()]
-    extractor = keras.Model(single_input(model), outputs)
-    feats = extractor.predict(x, batch_size=max(batch_size, 128), verbose=0)
-    feats = dict(zip(["pooled", *boundaries], feats, strict=True))
-    start_weights = model.get_weights()
-    head = head_layers(model)
+    boundaries, feats = _boundary_features(model, freezer, candidates, x, batch_size)
+    start_weights, head = model.get_weights(), head_layers(model)
     y_onehot = keras.utils.to_categorical(y, num_classes)
     result = SearchResult(
         "", prior, search_images=len(fit_i), holdout_images=len(held_i), epochs_each=epochs
     )
-
-    t = time.perf_counter()
-    probe: HeadFit = fit_linear_head(
-        feats["pooled"][fit_i], y[fit_i], num_classes,
-        holdout_data=(feats["pooled"][held_i], y[held_i]),
-    )
-    probs = _softmax(feats["pooled"][held_i] @ probe.kernel + probe.bias)
-    result.candidates.append(
-        Candidate(
-            "all", probe.holdout_accuracy, _log_loss(probs, y[held_i]), 0,
-            time.perf_counter() - t, int(probe.kernel.size + probe.bias.size),
-            f"head by solver, C={probe.c:g}",
-        )
-    )
+    probe, frozen = _probe(feats["pooled"], y, fit_i, held_i, num_classes)
+    result.candidates.append(frozen)
     flags = {layer.name: layer.trainable for layer in model.layers}
+    fit = {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "epochs": epochs,
+           "seed": seed}
     try:
         for policy in candidates[1:]:
-            t = time.perf_counter()
             model.set_weights(start_weights)
             set_linear_head(head, probe)
             freezer.apply(policy)
-            if policy == "none":
-                sub, inputs = model, x
-            else:
-                try:
-                    sub = keras.Model(boundaries[policy], model.outputs[0])
-                except ValueError as exc:  # a group whose output is not the only way forward
-                    result.candidates.append(Candidate(policy, note=f"skipped: {exc}"[:80]))
-                    continue
-                inputs = feats[policy]
-            tuned = build_optimizer(optimizer, lr)
-            multipliers = freezer.lr_multipliers()
-            if multipliers:  # the final run's per-group rates (pretrained_lr)
-                apply_lr_multipliers(tuned, multipliers)
-            sub.compile(
-                optimizer=tuned,
-                loss="categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            keras.utils.set_random_seed(seed)
-            history = sub.fit(
-                inputs[fit_i], y_onehot[fit_i], validation_data=(inputs[held_i], y_onehot[held_i]),
-                batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
-            ).history
-            acc, loss, ran = _score(history)
-            params = int(sum(np.prod(v.shape) for v in sub.trainable_weights))
+            try:
+                sub, inputs = (model, x) if policy == "none" else (
+                    keras.Model(boundaries[policy], model.outputs[0]), feats[policy])
+            except ValueError as exc:  # a group whose output is not the only way forward
+                result.candidates.append(Candidate(policy, note=f"skipped: {exc}"[:80]))
+                continue
             result.candidates.append(
-                Candidate(policy, acc, loss, ran, time.perf_counter() - t, params)
-            )
+                _train_candidate(policy, sub, freezer, inputs, y_onehot, fit_i, held_i, **fit))
     finally:
         model.set_weights(start_weights)
         for layer in model.layers:
             layer.trainable = flags[layer.name]
     best = pick(result.candidates, prior)
     result.chosen = best.policy
-    result.reason = (
-        f"best held-out accuracy {best.accuracy:.3f}"
-        + ("; the rule's choice too" if best.policy == prior else f"; the rule said {prior}")
-    )
+    result.reason = f"best held-out accuracy {best.accuracy:.3f}" + (
+        "; the rule's choice too" if best.policy == prior else f"; the rule said {prior}")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _boundary_features(model, freezer, candidates, x, batch_size: int):
+    """``(boundaries, features)``: each trained candidate's freeze-point tensor, and the
+    frozen part's output there (and the pooled features, ``"pooled"``) for every image."""
+    boundaries = {c: _boundary_output(model, freezer, c) for c in candidates
+                  if c not in ("all", "none")}
+    outputs = [head_layers(model)[0].input, *boundaries.values()]
+    extractor = keras.Model(single_input(model), outputs)
+    feats = extractor.predict(x, batch_size=max(batch_size, 128), verbose=0)
+    return boundaries, dict(zip(["pooled", *boundaries], feats, strict=True))
 
 
 def pick(candidates: list[Candidate], prior: str) -> Candidate:
