@@ -14,7 +14,8 @@ from data_testlib import make_class_folder, make_image
 from pydantic import ValidationError
 
 from tlkit.data import DataConfig, load_data, stratified_split
-from tlkit.data import datasets as builtin_sets
+from tlkit.data.sources import builtin as builtin_sets
+from tlkit.data.sources import tfds as tfds_source
 from tlkit.errors import UserError
 
 
@@ -203,7 +204,7 @@ def test_tfds_not_prepared_is_a_quick_user_error(tmp_path, monkeypatch):
 
 
 def test_tfds_source_parsing():
-    parse = builtin_sets.parse_tfds_source
+    parse = tfds_source.parse_tfds_source
     assert parse("mnist") == ("mnist", None)
     assert parse("mnist:train[:10%]") == ("mnist", "train[:10%]")
     assert parse("mnist:3.0.1:test") == ("mnist:3.0.1", "test")
@@ -235,15 +236,15 @@ def test_tfds_prepared_set_is_materialized(tmp_path, monkeypatch):
     info = tmp_path / "toy" / "1.0.0" / "dataset_info.json"
     info.parent.mkdir(parents=True)
     info.write_text(json.dumps({"name": "toy"}))
-    monkeypatch.setattr(builtin_sets, "_tfds_builder", lambda name, data_dir: _FakeTfdsBuilder())
-    monkeypatch.setattr(builtin_sets, "_tfds_class_names", lambda builder: None)
+    monkeypatch.setattr(tfds_source, "_tfds_builder", lambda name, data_dir: _FakeTfdsBuilder())
+    monkeypatch.setattr(tfds_source, "_tfds_class_names", lambda builder: None)
     bundle = load_data(_cfg("tfds:toy", tfds_data_dir=str(tmp_path), test_split=0.1), seed=0)
     assert bundle.class_names == ["0", "1", "2"]
     assert bundle.report.totals() == {"train": 9, "val": 3, "test": 4}
     assert isinstance(bundle.train.images, list)  # sizes differ: kept as a list
     assert bundle.train.images[0].shape[-1] == 3
     report = bundle.report
-    capped = builtin_sets._materialize(_FakeTfdsBuilder(), "train", "tfds:toy", [250], report)
+    capped = tfds_source._materialize(_FakeTfdsBuilder(), "train", "tfds:toy", [250], report)
     assert len(capped) == 2  # 90 + 108 bytes fit in 250, the third image does not
     assert "max_in_memory_mb" in report.notes[-1]
 

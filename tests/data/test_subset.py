@@ -179,7 +179,7 @@ class _FakeTfds:
 
 
 def test_tfds_train_is_capped_its_validation_split_is_not(tmp_path, monkeypatch):
-    from tlkit.data import datasets
+    from tlkit.data.sources import tfds as datasets
 
     (tmp_path / "toy" / "1.0.0").mkdir(parents=True)
     (tmp_path / "toy" / "1.0.0" / "dataset_info.json").write_text("{}")

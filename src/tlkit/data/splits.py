@@ -1,4 +1,7 @@
-"""Seeded stratified splitting and the ``splits.csv`` record of which example went where."""
+"""Seeded stratified splitting and the ``splits.csv`` record of which example went where.
+
+The split maths only: :func:`tlkit.data.assemble.assemble` decides what is carved from what.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import os
 import numpy as np
 
 from tlkit.data.bundle import DataBundle, Split
-from tlkit.errors import UserError
 from tlkit.io import atomic_write_text
 
 
@@ -63,41 +65,6 @@ def carve(
         split.labels, val_split=val_split, test_split=test_split, seed=seed
     )
     return split.subset(train), split.subset(val), split.subset(test)
-
-
-def finish_bundle(bundle: DataBundle, strict: bool = False) -> DataBundle:
-    """Count, and refuse what cannot train: fewer than 2 classes or a class with no training image.
-
-    Classes without val or test images are listed in ``bundle.report.missing``.
-
-    Raises:
-        UserError: With what was found and what is expected.
-    """
-    names = bundle.class_names
-    if len(names) < 2:
-        found = f"only class {names[0]!r}" if names else "no classes"
-        raise UserError(
-            f"data {bundle.source}: found {found}; classification needs at least 2 classes."
-            + LAYOUT_HELP
-        )
-    bundle.refresh_counts()
-    empty = [c for c, n in bundle.report.counts["train"].items() if n == 0]
-    if empty:
-        if strict or len(names) - len(empty) < 2:
-            raise UserError(
-                f"data {bundle.source}: {len(empty)} classes have no training images: "
-                f"{', '.join(map(repr, empty[:10]))}. Add images for them, or remove them."
-            )
-        bundle.drop_classes(empty, "no training images (an empty class folder?)")
-    return bundle
-
-
-LAYOUT_HELP = """
-Expected one of:
-  DIR/cat/001.jpg, DIR/dog/002.png, ...            (one subfolder per class; split by val_split)
-  DIR/train/cat/..., DIR/val/cat/..., [DIR/test/cat/...]   (splits given as folders)
-  csv:FILE with rows path,label[,split]             (paths relative to the CSV's folder)
-  tfds:NAME[:split], builtin:digits, builtin:fashion_mnist"""
 
 
 def save_splits(bundle: DataBundle, path: str | os.PathLike) -> None:
