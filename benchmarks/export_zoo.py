@@ -74,6 +74,7 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
     import numpy as np
 
     from tlkit.export import FORMATS, ExportError, convert
+    from tlkit.export.formats import Sources
     from tlkit.export.run import run_in_fresh_process
     from tlkit.models import build_transfer_model, get_model_info
 
@@ -87,25 +88,14 @@ def sweep_one(model_id: str, formats: list[str], images: int, scratch: Path) -> 
     spread = float(np.abs(reference - 1 / reference.shape[1]).max())
     inputs = scratch / "inputs.npy"
     np.save(inputs, x)
-    saved = None
+    sources = Sources(model, scratch, lambda: lambda: (x[i : i + 1] for i in range(len(x))))
     rows = []
     for fmt in formats:
-        name, kind = FORMATS[fmt]
-        target = scratch / name
+        target = scratch / FORMATS[fmt].file
         started = time.perf_counter()
         row = {"model": model_id, "size": size, "format": fmt, "spread": spread}
         try:
-            if fmt == "onnx":
-                convert.onnx(model, target)
-            else:
-                if saved is None:
-                    saved = convert.saved_model(model, scratch / "saved_model")
-                if fmt == "saved_model":
-                    target = saved
-                else:
-                    quantize = {"float": "none", "fp16": "fp16", "int8": "int8"}[kind]
-                    convert.tflite(saved, target, model, quantize=quantize,
-                                   calibration=lambda: (x[i : i + 1] for i in range(len(x))))
+            FORMATS[fmt].write(sources, target)
             seconds = time.perf_counter() - started
             probs, _ = run_in_fresh_process(target, inputs, scratch)
             agree = float((probs.argmax(1) == reference.argmax(1)).mean())
@@ -216,7 +206,7 @@ def on_test_images(run_dir: Path, artifact: str, scratch: Path) -> dict:
     import numpy as np
 
     from tlkit.data.pipeline import iterate_images
-    from tlkit.evaluate import load_trained
+    from tlkit.evaluation.loading import load_trained
     from tlkit.export.run import run_in_fresh_process
     from tlkit.recipes.rundata import run_data
     from tlkit.runtime import run_all

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "tlkit"
 
 #: Units of the layering, lowest first: a unit imports only units of a lower rank.
 #: ``data``, ``augment`` and ``freeze`` share a rank, so none of them imports another; the data
-#: pipeline and augmentation share ``tlkit.imageops`` instead.
+#: pipeline and augmentation share ``tlkit.imageops`` instead. ``evaluation`` (loading, scoring,
+#: methods, figures, tables, the page) stands on the data and the models only, below ``train``,
+#: whose hooks write ``history.csv`` with its tables.
 RANKS = {
     "tlkit": 0,
     "tlkit.errors": 0,
@@ -27,7 +29,6 @@ RANKS = {
     "tlkit.imageops": 0,
     "tlkit.runtime": 0,
     "tlkit.torchfile": 1,
-    "tlkit.reports": 1,
     "tlkit.rundir": 1,
     "tlkit.contract": 2,
     "tlkit.weights": 2,
@@ -35,13 +36,12 @@ RANKS = {
     "tlkit.data": 4,
     "tlkit.augment": 4,
     "tlkit.freeze": 4,
-    "tlkit.train": 5,
-    "tlkit.evaluate": 5,
-    "tlkit.recipes": 6,
-    "tlkit.evaluation": 6,
-    "tlkit.finetune": 7,
-    "tlkit.export": 7,
-    "tlkit.cli": 8,
+    "tlkit.evaluation": 5,
+    "tlkit.train": 6,
+    "tlkit.recipes": 7,
+    "tlkit.finetune": 8,
+    "tlkit.export": 8,
+    "tlkit.cli": 9,
 }
 
 #: Imports against the order, each with its reason.

@@ -71,7 +71,7 @@ def test_names_are_escaped_in_every_csv_and_json_written(tmp_path):
     from PIL import Image
 
     from tlkit.data import DataConfig, load_data, save_splits
-    from tlkit.reports import write_per_class_csv
+    from tlkit.evaluation.tables import write_per_class_csv
 
     for c, name in enumerate(ODD_CLASSES):
         folder = tmp_path / "data" / name

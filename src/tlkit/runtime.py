@@ -33,10 +33,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-
-FORMATS_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx"}
 
 #: TensorFlow ops that compute on tensors and touch nothing outside the graph: what tlkit's and
 #: Keras' exports of every tlkit family hold, and the common layers of other Keras models.
@@ -89,12 +89,8 @@ def check_artifact(path: str) -> None:
     """Raise :class:`UntrustedArtifact` unless the artifact at ``path`` only computes on
     tensors (see the module's docstring); reads it as data, runs nothing."""
     kind = artifact_format(path)
-    if kind == "saved_model":
-        _check_saved_model(path)
-    elif kind == "tflite":
-        _check_tflite(path)
-    elif kind == "onnx":
-        _check_onnx(path)
+    if kind:
+        RUNTIMES[kind].check(path)
 
 
 def _refuse(path: str, what: str) -> UntrustedArtifact:
@@ -191,7 +187,8 @@ def artifact_format(path: str) -> str | None:
     """``saved_model``, ``tflite`` or ``onnx`` from an artifact's path, or None."""
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         return "saved_model"
-    return FORMATS_BY_SUFFIX.get(os.path.splitext(path)[1].lower())
+    suffix = os.path.splitext(path)[1].lower()
+    return next((r.kind for r in RUNTIMES.values() if r.suffix and r.suffix == suffix), None)
 
 
 def load_runner(path: str, *, trust: bool = False):
@@ -203,12 +200,8 @@ def load_runner(path: str, *, trust: bool = False):
     kind = artifact_format(path)
     if not trust:
         check_artifact(path)
-    if kind == "saved_model":
-        return _saved_model(path)
-    if kind == "tflite":
-        return _tflite(path)
-    if kind == "onnx":
-        return _onnx(path)
+    if kind:
+        return RUNTIMES[kind].load(path)
     raise ValueError(f"{path} is not a SavedModel folder, a .tflite or an .onnx file")
 
 
@@ -272,6 +265,34 @@ def _onnx(path: str):
         return session.run(None, {name: np.asarray(batch, np.float32)})[0]
 
     return run
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One kind of artifact: how its path is recognised, how it is checked and loaded, and
+    what runs it.
+
+    Attributes:
+        kind: ``saved_model``, ``tflite`` or ``onnx`` (what :func:`artifact_format` returns).
+        suffix: The file's suffix; empty for a folder (a SavedModel holds ``saved_model.pb``).
+        label: The runtime, as the export report names it.
+        check: Raises :class:`UntrustedArtifact` for more than arithmetic on tensors.
+        load: ``path -> run``, a function ``float32 [N, S, S, 3] -> float32 [N, C]``.
+    """
+
+    kind: str
+    suffix: str
+    label: str
+    check: Callable[[str], None]
+    load: Callable[[str], Callable[[np.ndarray], np.ndarray]]
+
+
+#: Every kind of artifact, by :attr:`Runtime.kind`.
+RUNTIMES = {r.kind: r for r in (
+    Runtime("saved_model", "", "TensorFlow (fresh process)", _check_saved_model, _saved_model),
+    Runtime("tflite", ".tflite", "LiteRT interpreter", _check_tflite, _tflite),
+    Runtime("onnx", ".onnx", "onnxruntime", _check_onnx, _onnx),
+)}
 
 
 def run_all(run, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

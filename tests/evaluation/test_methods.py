@@ -11,8 +11,8 @@ import pytest
 from tlkit.contract import Contract
 from tlkit.data import Split
 from tlkit.errors import UserError
-from tlkit.evaluate import LoadedModel
 from tlkit.evaluation.dense import dense_model
+from tlkit.evaluation.loading import LoadedModel
 from tlkit.evaluation.methods import evaluate_methods, run_method
 from tlkit.imageops import fit_square
 

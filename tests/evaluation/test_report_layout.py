@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests.conftest import make_image_folder
 from tlkit.cli.main import cli
-from tlkit.reports import curves_figure, has_curves
+from tlkit.evaluation.figures import curves_figure, has_curves
 
 CRASH_AT = Path(__file__).parents[1] / "reliability" / "crash_at.py"
 WIDTHS = (390, 1280)

@@ -70,7 +70,7 @@ def test_model_keras_loads_without_tlkit_and_matches_predict(run, tmp_path):
     probabilities `tlkit predict` gives on the same images."""
     from tlkit.contract import Contract
     from tlkit.data.images import load_for_model
-    from tlkit.evaluate import predict_files
+    from tlkit.evaluation.scoring import predict_files
 
     data, out = run
     files = sorted((data / "class_2").glob("*.jpg"))[:5]

@@ -91,7 +91,7 @@ def test_fast_path_model_is_a_full_image_model(both_ways):
     import keras
 
     from tlkit.data.pipeline import iterate_images
-    from tlkit.evaluate import load_trained
+    from tlkit.evaluation.loading import load_trained
     from tlkit.models.heads import build_head_model
 
     _, runs = both_ways

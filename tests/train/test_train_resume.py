@@ -12,7 +12,7 @@ import pytest
 from train_helpers import LENET, cli_env, h5_arrays, run_tlkit, tlkit_command
 
 from tests.conftest import make_image_folder
-from tlkit.evaluate import load_trained
+from tlkit.evaluation.loading import load_trained
 from tlkit.models import heads  # noqa: F401 - registers Preprocessing (load_trained misses it)
 
 EPOCHS = 4

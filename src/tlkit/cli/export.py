@@ -7,7 +7,7 @@ import json
 import click
 
 from tlkit.cli._run import handle_errors, quiet_tensorflow
-from tlkit.export.convert import FORMATS
+from tlkit.export.formats import FORMATS
 
 
 @click.command()

@@ -25,7 +25,7 @@ def predict(run_or_model, images, top_k, min_confidence, trust, as_json) -> None
     """Classify IMAGES (files or folders) with a run directory, a .keras model, or an exported
     artifact (SavedModel folder, .tflite, .onnx from tlkit export)."""
     quiet_tensorflow()
-    from tlkit.evaluate import predict_files
+    from tlkit.evaluation.scoring import predict_files
 
     results, skipped = predict_files(run_or_model, list(images), top_k=top_k,
                                      min_confidence=min_confidence, trust=trust)
@@ -80,9 +80,9 @@ def evaluate(runs, data, split, methods, scales, max_images, batch_size, output,
     """
     quiet_tensorflow()
     from tlkit.errors import UserError
-    from tlkit.evaluate import evaluate_predictions, write_evaluation
     from tlkit.evaluation import evaluate_runs, format_table
-    from tlkit.reports import format_per_class
+    from tlkit.evaluation.scoring import evaluate_predictions, write_evaluation
+    from tlkit.evaluation.tables import format_per_class
 
     chosen = [m.strip() for value in methods or ("single",) for m in value.split(",") if m.strip()]
     try:

@@ -16,7 +16,7 @@ def report(run_dir) -> None:
     calibration, highest-loss images, Grad-CAM maps, evaluations, exports and recipe."""
     quiet_tensorflow()
     from tlkit.errors import UserError
-    from tlkit.evaluation.report import write_report
+    from tlkit.evaluation.page import write_report
     from tlkit.recipes.rundata import run_data
     from tlkit.rundir import RunDir
 

@@ -24,6 +24,7 @@ from tlkit.data.images import BadImageError, load_image_file
 from tlkit.data.sources import load_data
 from tlkit.data.splits import save_splits, stratified_split
 from tlkit.io import atomic_write_json
+from tlkit.rundir import RunDir
 
 if TYPE_CHECKING:
     from tlkit.data.pipeline import iterate_images, make_dataset
@@ -87,6 +88,6 @@ def prepare_data(
                    strict=config.strict)
     class_weights(bundle, config.class_weights, config.imbalance_threshold)
     if run_dir is not None:
-        atomic_write_json(os.path.join(run_dir, "data_report.json"), bundle.report.as_dict())
-        save_splits(bundle, os.path.join(run_dir, "splits.csv"))
+        atomic_write_json(RunDir(run_dir) / RunDir.DATA_REPORT, bundle.report.as_dict())
+        save_splits(bundle, RunDir(run_dir) / RunDir.SPLITS)
     return bundle

@@ -1,6 +1,11 @@
-"""The papers' evaluation methods (single, flip, AlexNet's 10 crops, VGG's dense and
-multi-scale evaluation, GoogLeNet's multi-crop), ensembles of runs
-(:mod:`tlkit.evaluation.methods`), and dense conversion (:mod:`tlkit.evaluation.dense`).
+"""Evaluation, under one roof: loading a trained model (:mod:`~tlkit.evaluation.loading`),
+predicting and scoring (:mod:`~tlkit.evaluation.scoring`), the papers' evaluation methods
+(single, flip, AlexNet's 10 crops, VGG's dense and multi-scale evaluation, GoogLeNet's
+multi-crop) and ensembles of runs (:mod:`~tlkit.evaluation.methods`, over
+:mod:`~tlkit.evaluation.views` and :mod:`~tlkit.evaluation.dense`), calibration
+(:mod:`~tlkit.evaluation.calibration`), a run's tables and figures
+(:mod:`~tlkit.evaluation.tables`, :mod:`~tlkit.evaluation.figures`), Grad-CAM
+(:mod:`~tlkit.evaluation.gradcam`) and the page, ``report.html`` (:mod:`~tlkit.evaluation.page`).
 
     from tlkit.evaluation import evaluate_runs
     results, bundle = evaluate_runs(["runs/a", "runs/b"], "builtin:digits", ["single", "10crop"])
@@ -12,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tlkit.evaluate import labelled_split, load_trained
+from tlkit.evaluation.loading import load_trained
 from tlkit.evaluation.methods import METHODS, MethodResult, evaluate_methods, format_table
+from tlkit.evaluation.scoring import labelled_split
 
 __all__ = ["METHODS", "MethodResult", "evaluate_methods", "evaluate_runs", "format_table"]
 
@@ -26,7 +32,7 @@ def evaluate_runs(paths: list, data: str, methods: list[str], *, split: str = "a
 
     ``max_images`` evaluates a class-balanced sample of that many images (seeded, the same for
     every method and model), for methods that cost a hundred views per image. ``trust`` loads
-    the models without the checks on untrusted files (:func:`tlkit.evaluate.load_trained`).
+    the models without the checks on untrusted files (:func:`tlkit.evaluation.loading.load_trained`).
 
     Returns:
         ``(results, bundle)``: a :class:`MethodResult` per (model, method), ensembles after

@@ -20,6 +20,7 @@ together are an ensemble: their probabilities are averaged too (AlexNet, VGG sec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +32,80 @@ from tlkit.errors import UserError
 from tlkit.evaluation import views
 from tlkit.evaluation.dense import dense_model
 
-METHODS = ("single", "flip", "10crop", "dense", "multiscale", "multicrop")
-PAPERS = {
-    "single": "centre crop", "flip": "VGG 3.2", "10crop": "AlexNet 4.1",
-    "dense": "VGG 3.2, Table 3", "multiscale": "VGG Table 4", "multicrop": "GoogLeNet 7",
-}
+
+def _eval_size(contract, scales) -> tuple[int, ...]:
+    return (contract.eval_size,)
+
+
+def _googlenet_scales(contract, scales) -> tuple[int, ...]:
+    chosen = tuple(scales or views.googlenet_scales(contract))
+    small = [q for q in chosen if q < contract.input_size]
+    if small:
+        raise UserError(f"multicrop scales {small} are below the input size "
+                        f"{contract.input_size}")
+    return chosen
+
+
+def _at_least_input(contract, chosen) -> tuple[int, ...]:
+    return tuple(q for q in chosen if q >= contract.input_size) or (contract.input_size,)
+
+
+def _dense_scale(contract, scales) -> tuple[int, ...]:
+    return _at_least_input(contract, tuple(scales[:1]) if scales else (contract.eval_size,))
+
+
+def _vgg_scales(contract, scales) -> tuple[int, ...]:
+    return _at_least_input(contract, tuple(scales or views.vgg_scales(contract)))
+
+
+def _whole_batch(batch_size: int) -> int:
+    return batch_size
+
+
+def _tenth(batch_size: int) -> int:
+    return max(1, batch_size // 10)
+
+
+def _one_image(batch_size: int) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluation method: the views of an image it averages and at which scales.
+
+    Attributes:
+        name: The ``--method`` value.
+        paper: Where the method comes from.
+        views: ``(image, contract, scales) -> uint8 [V, S, S, 3]`` (graph code); a ``dense``
+            method gets one scale at a time.
+        views_per_scale: ``V`` at one scale (at all of them, for a method without scales).
+        scales: ``(contract, requested scales or None) -> the scales used``.
+        images_per_call: Images per model call, from the batch size (a view stack is ``V``
+            model inputs).
+        dense: Runs the fully convolutional model (:func:`tlkit.evaluation.dense.dense_model`)
+            at each scale and averages their probabilities; needs the Keras model.
+    """
+
+    name: str
+    paper: str
+    views: Callable[..., tf.Tensor]
+    views_per_scale: int
+    scales: Callable[[Any, Any], tuple[int, ...]] = _eval_size
+    images_per_call: Callable[[int], int] = _whole_batch
+    dense: bool = False
+
+
+#: The evaluation methods, by name, in the order they are listed.
+METHODS = {m.name: m for m in (
+    Method("single", "centre crop", lambda im, c, _: views.single(im, c), 1),
+    Method("flip", "VGG 3.2", lambda im, c, _: views.flip(im, c), 2),
+    Method("10crop", "AlexNet 4.1", lambda im, c, _: views.ten_crop(im, c), 10,
+           images_per_call=_tenth),
+    Method("dense", "VGG 3.2, Table 3", views.squares, 2, _dense_scale, _tenth, dense=True),
+    Method("multiscale", "VGG Table 4", views.squares, 2, _vgg_scales, _tenth, dense=True),
+    Method("multicrop", "GoogLeNet 7", views.multi_crop, 36, _googlenet_scales, _one_image),
+)}
 
 
 @dataclass
@@ -99,6 +169,9 @@ def _averaged(ds: tf.data.Dataset, model, batch_size: int) -> tuple[np.ndarray, 
 
 def run_method(loaded, split, method: str, *, scales=None, batch_size: int = 32):
     """``(probabilities [N, C], labels [N], scales, views per image)`` of one method."""
+    if method not in METHODS:
+        raise UserError(f"unknown evaluation method {method!r}; choose from {', '.join(METHODS)}")
+    spec = METHODS[method]
     contract, model = loaded.contract, loaded.model
     decoded = decoded_images(split)
 
@@ -106,46 +179,26 @@ def run_method(loaded, split, method: str, *, scales=None, batch_size: int = 32)
         return decoded.map(lambda image, label: (fn(image), label),
                            num_parallel_calls=tf.data.AUTOTUNE)
 
-    per_batch = max(1, batch_size // 10)
-    if method == "single":
-        probs, labels = _averaged(stacked(lambda im: views.single(im, contract)), model, batch_size)
-        return probs, labels, [contract.eval_size], 1
-    if method == "flip":
-        probs, labels = _averaged(stacked(lambda im: views.flip(im, contract)), model, batch_size)
-        return probs, labels, [contract.eval_size], 2
-    if method == "10crop":
-        probs, labels = _averaged(stacked(lambda im: views.ten_crop(im, contract)), model,
-                                  per_batch)
-        return probs, labels, [contract.eval_size], 10
-    if method == "multicrop":
-        chosen = tuple(scales or views.googlenet_scales(contract))
-        small = [q for q in chosen if q < contract.input_size]
-        if small:
-            raise UserError(f"multicrop scales {small} are below the input size "
-                            f"{contract.input_size}")
-        fn = lambda im: views.multi_crop(im, contract, chosen)  # noqa: E731
-        probs, labels = _averaged(stacked(fn), model, 1)
-        return probs, labels, list(chosen), 36 * len(chosen)
-    if method in ("dense", "multiscale"):
-        if not hasattr(model, "get_config"):
-            raise UserError(f"{method} evaluation needs the Keras model (a run directory or a "
-                            ".keras file), not an exported artifact")
-        if method == "dense":
-            chosen = tuple(scales[:1]) if scales else (contract.eval_size,)
-        else:
-            chosen = tuple(scales or views.vgg_scales(contract))
-        chosen = tuple(q for q in chosen if q >= contract.input_size) or (contract.input_size,)
-        total, labels = None, None
-        for q in chosen:
-            try:
-                fcn = dense_model(model, q)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            fn = lambda im, q=q: views.squares(im, contract, q)  # noqa: E731
-            probs, labels = _averaged(stacked(fn), fcn, per_batch)
-            total = probs if total is None else total + probs
-        return total / len(chosen), labels, list(chosen), 2 * len(chosen)
-    raise UserError(f"unknown evaluation method {method!r}; choose from {', '.join(METHODS)}")
+    if spec.dense and not hasattr(model, "get_config"):
+        raise UserError(f"{method} evaluation needs the Keras model (a run directory or a "
+                        ".keras file), not an exported artifact")
+    chosen = spec.scales(contract, scales)
+    per_call = spec.images_per_call(batch_size)
+    count = spec.views_per_scale * len(chosen)
+    if not spec.dense:
+        fn = lambda im: spec.views(im, contract, chosen)  # noqa: E731
+        probs, labels = _averaged(stacked(fn), model, per_call)
+        return probs, labels, list(chosen), count
+    total, labels = None, None
+    for q in chosen:
+        try:
+            fcn = dense_model(model, q)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        fn = lambda im, q=q: spec.views(im, contract, q)  # noqa: E731
+        probs, labels = _averaged(stacked(fn), fcn, per_call)
+        total = probs if total is None else total + probs
+    return total / len(chosen), labels, list(chosen), count
 
 
 def evaluate_methods(models: list, names: list[str], split, class_names: list[str],

@@ -21,13 +21,14 @@ Importing this package is cheap (``tlkit --help`` lists ``tlkit export``): the w
 
 from __future__ import annotations
 
-from tlkit.export.convert import FORMATS, ExportError
+from tlkit.export.convert import ExportError
+from tlkit.export.formats import FORMATS, GATES
 
 __all__ = ["FORMATS", "GATES", "ExportError", "ExportReport", "export_run"]
 
 
 def __getattr__(name: str):
-    if name in ("GATES", "ExportReport", "ArtifactCheck", "export_run", "read_report"):
+    if name in ("ExportReport", "ArtifactCheck", "export_run", "read_report"):
         from tlkit.export import run  # TensorFlow only once an export is asked for
 
         return getattr(run, name)

@@ -1,4 +1,5 @@
-"""Converting a run's Keras model to SavedModel, TFLite (float, float16, int8) and ONNX.
+"""Converting a run's Keras model to SavedModel, TFLite (float, float16, int8) and ONNX (the
+formats that use each converter: :mod:`tlkit.export.formats`).
 
 Each function writes one artifact atomically (a temporary name, then a rename) and raises
 :class:`ExportError` with the converter's own reason, and the model layer it names when it
@@ -20,15 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from tlkit.errors import TlkitError
-
-#: ``--format`` values, the file or folder each writes, and its parity class.
-FORMATS = {
-    "saved_model": ("saved_model", "float"),
-    "tflite": ("model.tflite", "float"),
-    "tflite_fp16": ("model_fp16.tflite", "fp16"),
-    "tflite_int8": ("model_int8.tflite", "int8"),
-    "onnx": ("model.onnx", "float"),
-}
 
 
 class ExportError(TlkitError):

@@ -20,24 +20,15 @@ import numpy as np
 from tlkit import runtime
 from tlkit.data.pipeline import iterate_images
 from tlkit.errors import UserError
-from tlkit.evaluate import load_trained
-from tlkit.export import convert
-from tlkit.export.convert import FORMATS, ExportError, size_bytes
+from tlkit.evaluation.loading import load_trained
+from tlkit.export.convert import ExportError, size_bytes
+from tlkit.export.formats import FORMATS, GATES, Format, Sources
 from tlkit.io import atomic_write_json
 from tlkit.recipes.rundata import run_data
 from tlkit.rundir import RunDir
-from tlkit.runtime import UntrustedArtifact, artifact_format, check_artifact, latency_ms, run_all
+from tlkit.runtime import UntrustedArtifact, check_artifact, latency_ms, run_all
 
-#: Parity gates by format class: minimum top-1 agreement, maximum absolute probability
-#: difference, maximum top-1 accuracy lost (fraction).
-GATES = {
-    "float": {"min_agreement": 0.999, "max_abs_diff": 1e-4, "max_accuracy_drop": None},
-    "fp16": {"min_agreement": 0.999, "max_abs_diff": 1e-2, "max_accuracy_drop": None},
-    "int8": {"min_agreement": None, "max_abs_diff": None, "max_accuracy_drop": 0.01},
-}
 REPORT_FILE = RunDir.EXPORT_REPORT
-RUNTIMES = {"saved_model": "TensorFlow (fresh process)", "tflite": "LiteRT interpreter",
-            "onnx": "onnxruntime"}
 
 
 @dataclass
@@ -67,7 +58,7 @@ class ArtifactCheck:
     def not_made(cls, fmt: str, reason: str, keras_ms: float) -> ArtifactCheck:
         """A format whose converter or runtime failed: nothing to compare."""
         return cls(fmt, "", "", 0, None, None, None, None, None, None, keras_ms,
-                   GATES[FORMATS[fmt][1]], False, [reason])
+                   GATES[FORMATS[fmt].gate], False, [reason])
 
     def row(self) -> list[str]:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
@@ -172,30 +163,17 @@ def export_run(
     try:
         inputs = scratch / "inputs.npy"
         np.save(inputs, images)
-        saved = None
+        sources = Sources(model, scratch, lambda: _calibration(
+            train, loaded.image_size, contract, num_classes, calibration_images))
         for fmt in formats:
             started = time.perf_counter()
-            name, kind = FORMATS[fmt]
-            target = folder / name
+            spec = FORMATS[fmt]
+            target = folder / spec.file
             _clear_failed(target)
             try:
-                if fmt == "saved_model":
-                    saved = convert.saved_model(model, target)
-                elif fmt.startswith("tflite"):
-                    if saved is None:
-                        saved = convert.saved_model(model, scratch / "saved_model")
-                    calibration = None
-                    if kind == "int8":
-                        calibration = _calibration(train, loaded.image_size, contract,
-                                                   num_classes, calibration_images)
-                    quantize = {"float": "none", "fp16": "fp16", "int8": "int8"}[kind]
-                    convert.tflite(saved, target, model, quantize=quantize,
-                                   calibration=calibration)
-                else:
-                    convert.onnx(model, target)
+                spec.write(sources, target)
                 probs, ms = run_in_fresh_process(target, inputs, scratch)
-                check = _check(fmt, target, kind, probs, reference, labels, keras_top1, ms,
-                               keras_ms)
+                check = _check(spec, target, probs, reference, labels, keras_top1, ms, keras_ms)
             except ExportError as exc:
                 report.checks.append(ArtifactCheck.not_made(fmt, str(exc), keras_ms))
                 log(f"export: {fmt} FAILED: {exc}")
@@ -293,7 +271,7 @@ def _top1(probs, labels) -> float | None:
     return float((probs.argmax(axis=1) == labels).mean())
 
 
-def _check(fmt, path: Path, kind, probs, reference, labels, keras_top1, ms, keras_ms):
+def _check(spec: Format, path: Path, probs, reference, labels, keras_top1, ms, keras_ms):
 
     if probs.shape != reference.shape:
         raise ExportError(f"{path} gives outputs of shape {probs.shape}, the Keras model "
@@ -301,7 +279,7 @@ def _check(fmt, path: Path, kind, probs, reference, labels, keras_top1, ms, kera
     agreement = float((probs.argmax(axis=1) == reference.argmax(axis=1)).mean())
     diff = float(np.abs(probs - reference).max()) if probs.size else 0.0
     top1 = _top1(probs, labels)
-    gate = GATES[kind]
+    gate = GATES[spec.gate]
     failures = []
     if gate["min_agreement"] is not None and agreement < gate["min_agreement"]:
         failures.append(f"top-1 agreement {100 * agreement:.2f}% is below "
@@ -317,7 +295,7 @@ def _check(fmt, path: Path, kind, probs, reference, labels, keras_top1, ms, kera
                         f"points below the Keras model's {100 * keras_top1:.2f}% (at most "
                         f"{100 * drop:.2g} allowed: 1 point, or one image of {len(probs)})")
     return ArtifactCheck(
-        format=fmt, path=str(path), runtime=RUNTIMES[artifact_format(str(path))],
+        format=spec.name, path=str(path), runtime=spec.runtime,
         images=len(probs), agreement=agreement, top1=top1, keras_top1=keras_top1,
         max_abs_diff=diff, size_mb=round(size_bytes(path) / 2**20, 3), latency_ms=ms,
         keras_latency_ms=keras_ms, gate=gate, passed=not failures, failures=failures,

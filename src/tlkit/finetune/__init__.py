@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.evaluation.report import write_report
+from tlkit.evaluation.page import write_report
 from tlkit.finetune.context import INPUTS_FILE, RunContext, place_run, resolve_run_dir
 from tlkit.finetune.evidence import Outcome, train_with_evidence
 from tlkit.finetune.inputs import prepare_inputs

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from tlkit.evaluate import load_trained, predict_dataset
 from tlkit.evaluation.calibration import fit_temperature, rescale
+from tlkit.evaluation.loading import load_trained
+from tlkit.evaluation.scoring import predict_dataset
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
 from tlkit.rundir import RunDir

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tlkit.evaluate import evaluate_predictions, load_trained, predict_dataset
 from tlkit.evaluation.calibration import (
     CALIBRATION_FILE,
     calibrate_run,
@@ -18,16 +17,13 @@ from tlkit.evaluation.calibration import (
     rescale,
     save_calibration,
 )
+from tlkit.evaluation.figures import plot_confusion_matrix, plot_curves
+from tlkit.evaluation.loading import load_trained
+from tlkit.evaluation.scoring import evaluate_predictions, predict_dataset
+from tlkit.evaluation.tables import format_per_class, write_history_csv, write_per_class_csv
 from tlkit.finetune.inputs import Inputs
 from tlkit.io import atomic_path, atomic_write_json, atomic_write_text
 from tlkit.recipes import recipe_to_yaml
-from tlkit.reports import (
-    format_per_class,
-    plot_confusion_matrix,
-    plot_curves,
-    write_history_csv,
-    write_per_class_csv,
-)
 from tlkit.rundir import RunDir
 from tlkit.train import ImageInput
 

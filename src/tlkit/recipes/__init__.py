@@ -20,11 +20,9 @@ from tlkit.recipes.loader import (
 )
 from tlkit.recipes.regime import data_label, resolve_run_recipe, run_name
 
-load_recipe = resolve_recipe
-
 __all__ = [
     "FLAG_KEYS", "RecipeError", "deep_merge", "parse_set", "read_recipe_source",
-    "recipe_to_yaml", "regime_for", "resolve_recipe", "load_recipe", "shipped_dir", "shipped_recipes",
+    "recipe_to_yaml", "regime_for", "resolve_recipe", "shipped_dir", "shipped_recipes",
     "validate_recipe", "resolve_run_recipe", "run_name", "data_label", "choose_backbone",
     "resolve_backbone",
 ]

@@ -26,7 +26,7 @@ from typing import IO, Any
 import keras
 import tensorflow as tf
 
-from tlkit.reports import write_history_csv
+from tlkit.evaluation.tables import write_history_csv
 from tlkit.rundir import RunDir
 from tlkit.train.schedules import PlateauState, learning_rate_at
 

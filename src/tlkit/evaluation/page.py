@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from tlkit.data.pipeline import iterate_images
-from tlkit.evaluate import load_trained, trained_in_memory
 from tlkit.evaluation.calibration import calibration_table
+from tlkit.evaluation.figures import curves_png, has_curves
 from tlkit.evaluation.gradcam import grad_cam, overlay
+from tlkit.evaluation.loading import load_trained, trained_in_memory
+from tlkit.evaluation.tables import confusion_matrix
 from tlkit.io import atomic_write_text
-from tlkit.reports import confusion_matrix, curves_png, has_curves
 from tlkit.rundir import RunDir
 
 REPORT_FILE = RunDir.REPORT
