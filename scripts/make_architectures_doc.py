@@ -1,5 +1,6 @@
 """Regenerate docs/architectures.md (every registered architecture, our figures beside the
-paper's) and src/tlkit/model_catalog.json (the same rows, which `tlkit models` prints without
+paper's) and src/tlkit/model_catalog.json (each model's parameters and GMACs, the figures that
+need a build to count; `tlkit models` prints them beside the registry's facts without
 importing TensorFlow).
 
 Run: python scripts/make_architectures_doc.py  (builds each model once at its default size).
@@ -177,7 +178,8 @@ def main() -> None:
             "MACs, receptive field) of any of them.", ""]
     root = Path(__file__).resolve().parents[1]
     root.joinpath("docs", "architectures.md").write_text("\n".join(out))
-    catalog = {"generated_by": "scripts/make_architectures_doc.py", "models": rows}
+    counts = [{"id": r["id"], "params": r["params"], "gmacs": r["gmacs"]} for r in rows]
+    catalog = {"generated_by": "scripts/make_architectures_doc.py", "models": counts}
     root.joinpath("src", "tlkit", "model_catalog.json").write_text(json.dumps(catalog, indent=1) + "\n")
 
 

@@ -53,12 +53,17 @@ UPWARD = {
 
 #: Function-level imports of tlkit modules outside tlkit/cli, each with its reason: they keep
 #: TensorFlow (or Keras) out of a light import. A new one needs a reason here.
+#: (A registry entry names its builder ``"tlkit.models.vgg:VGG16"``, and ``tlkit.models`` its
+#: Keras names so, each imported by ``tlkit.models.info.resolve`` when first used: the registry's
+#: facts are read without Keras. tests/models/test_registry.py checks what entries name.)
 LAZY_IMPORTS = {
     ("tlkit.data", "tlkit.data.pipeline"): "tlkit.data imports without TensorFlow",
     ("tlkit.data.images", "tlkit.imageops"): "reading an image file needs no TensorFlow",
     ("tlkit.recipes.loader", "tlkit.recipes.schema"): "`tlkit recipes list` reads YAML only",
     ("tlkit", "tlkit.layers"): "`import tlkit` registers its layers once Keras loads, not before",
     ("tlkit.export", "tlkit.export.run"): "`tlkit --help` lists `tlkit export` without TensorFlow",
+    ("tlkit.weights", "tlkit.weights.loading"): "the registry's facts hold weight sources, no Keras",
+    ("tlkit.contract", "tlkit.imageops"): "validating a recipe's preprocess needs no TensorFlow",
 }
 
 

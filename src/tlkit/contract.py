@@ -29,12 +29,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
 from tlkit.errors import UserError
-from tlkit.imageops import RESIZE_POLICIES, centre_square, fit_square
 from tlkit.io import atomic_write_json
 from tlkit.rundir import RunDir
 from tlkit.section import Section
@@ -44,10 +43,15 @@ DECODER = "tensorflow"
 EXIF = "applied (PIL converts EXIF-rotated files before decoding)"
 
 
+#: The resize policies (:data:`tlkit.imageops.RESIZE_POLICIES`, which fits images by them).
+ResizePolicy = Literal["squash", "centre_crop", "pad"]
+RESIZE_POLICIES: tuple[str, ...] = get_args(ResizePolicy)
+
+
 class PreprocessConfig(Section):
     """The recipe's ``preprocess`` section: the geometry half of the contract."""
 
-    resize: Literal["squash", "centre_crop", "pad"] = Field(
+    resize: ResizePolicy = Field(
         "centre_crop",
         description="How an image of any shape becomes a square: centre_crop (the central "
         "square, aspect ratio kept, as AlexNet and VGG evaluate), squash (the whole image, "
@@ -170,6 +174,8 @@ class Contract:
     def view(self, image):
         """uint8 ``[H, W, 3]`` -> uint8 ``[input_size, input_size, 3]``: what evaluation,
         prediction and exports feed the model (TensorFlow graph code)."""
+        from tlkit.imageops import centre_square, fit_square  # TensorFlow: not to validate
+
         square = fit_square(image, self.eval_size, self.resize)
         if self.eval_size == self.input_size:
             return square
@@ -178,6 +184,8 @@ class Contract:
     def fit(self, image, side: int):
         """uint8 ``[H, W, 3]`` -> uint8 ``[side, side, 3]`` by the resize policy (training's
         images before augmentation)."""
+        from tlkit.imageops import fit_square  # TensorFlow: not to validate
+
         return fit_square(image, side, self.resize)
 
     def describe(self) -> str:

@@ -74,3 +74,35 @@ def test_aliases_resolve():
     assert get_model_info("VGG-16").id == "vgg16"
     assert get_model_info("vgg_d").id == "vgg16"
     assert get_model_info("inception_v1").id == "googlenet"
+
+
+def test_the_facts_are_read_without_keras():
+    """Every entry, alias and the "did you mean" error without Keras or TensorFlow; a builder's
+    module is imported when a model is first built, and its builder is the family module's."""
+    import json
+    import subprocess
+    import sys
+
+    probe = """if True:
+        import json, sys
+        from tlkit.errors import UnknownNameError
+        from tlkit.models.registry import get_model_info, model_ids
+        refs = sorted({get_model_info(i).builder.reference for i in model_ids()})
+        assert get_model_info("VGG-16").id == "vgg16"
+        try:
+            get_model_info("vgg17")
+        except UnknownNameError as exc:
+            error = str(exc)
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        json.dump({"refs": refs, "error": error, "heavy": heavy}, sys.stdout)
+    """
+    seen = json.loads(subprocess.check_output([sys.executable, "-c", probe], timeout=60))
+    assert seen["heavy"] == [] and "vgg19" in seen["error"]
+    for ref in seen["refs"]:
+        module = ref.partition(":")[0]
+        assert module.startswith("tlkit.models.") and not module.startswith("tlkit.models.facts")
+    info = get_model_info("resnet18")
+    assert info.builder.__name__ == "ResNet18"
+    from tlkit.models.resnet import ResNet18
+
+    assert info.builder.resolve() is ResNet18

@@ -10,15 +10,26 @@ import click
 from tlkit.cli._run import handle_errors, quiet_tensorflow
 
 
-def shipped_catalog() -> list[dict] | None:
-    """The listing shipped with this version (``tlkit/model_catalog.json``, written with
-    docs/architectures.md by scripts/make_architectures_doc.py), or None without one."""
+def shipped_catalog(with_stats: bool = True) -> list[dict] | None:
+    """The listing shipped with this version: the registry's facts (plain data, no Keras) with
+    the parameters and GMACs counted by building each model, which ``tlkit/model_catalog.json``
+    holds (written with docs/architectures.md by scripts/make_architectures_doc.py). None when
+    that file is missing or does not count every registered model."""
     from importlib import resources
 
+    from tlkit.models import list_models
+
+    rows = list_models(with_stats=False)
+    if not with_stats:
+        return rows
     entry = resources.files("tlkit") / "model_catalog.json"
     if not entry.is_file():
         return None
-    return json.loads(entry.read_text())["models"]
+    counts = {row["id"]: row for row in json.loads(entry.read_text())["models"]}
+    if any(row["id"] not in counts for row in rows):
+        return None
+    return [{**row, "params": counts[row["id"]]["params"], "gmacs": counts[row["id"]]["gmacs"]}
+            for row in rows]
 
 
 #: ``tlkit models``' widest line: it fits a terminal of 80 to 100 columns (--wide is one line
@@ -104,7 +115,7 @@ def models(as_json: bool, no_stats: bool, wide: bool, rebuild: bool) -> None:
     model from the registry (the tests check that both agree). `tlkit summary ID` shows one
     model's description and its per-layer table; --json has every fact of every model.
     """
-    rows = None if rebuild else shipped_catalog()
+    rows = None if rebuild else shipped_catalog(with_stats=not no_stats)
     if rows is None:
         quiet_tensorflow()
         from tlkit.models import list_models
@@ -113,8 +124,6 @@ def models(as_json: bool, no_stats: bool, wide: bool, rebuild: bool) -> None:
             click.echo(f"  counting {model_id} (cached after the first listing)...", err=True)
 
         rows = list_models(with_stats=not no_stats, progress=progress)
-    elif no_stats:
-        rows = [{k: v for k, v in row.items() if k not in ("params", "gmacs")} for row in rows]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -137,8 +146,10 @@ def models(as_json: bool, no_stats: bool, wide: bool, rebuild: bool) -> None:
 @handle_errors
 def summary_command(model_id, input_size, classes, no_top, all_layers, as_json) -> None:
     """Per-layer table of MODEL_ID: kernel/stride, output, parameters, MACs, receptive field."""
+    from tlkit.models import get_model_info, summary
+
+    get_model_info(model_id)  # an unknown id is an error before TensorFlow loads
     quiet_tensorflow()
-    from tlkit.models import summary
 
     result = summary(model_id, input_size, include_top=not no_top, classes=classes)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.format(all_layers))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlkit.cli._run import handle_errors, quiet_tensorflow
+from tlkit.cli._run import handle_errors
 from tlkit.cli.finetune import recipe_options
 
 
@@ -33,7 +33,6 @@ def list_command() -> None:
 @handle_errors
 def show(name_or_file, recipes, sets) -> None:
     """Print the fully resolved recipe (defaults + files + --set) as YAML."""
-    quiet_tensorflow()
     from tlkit.recipes import recipe_to_yaml, resolve_recipe
 
     sources = ([name_or_file] if name_or_file else []) + list(recipes)
@@ -45,7 +44,6 @@ def show(name_or_file, recipes, sets) -> None:
 @handle_errors
 def validate(files) -> None:
     """Check recipe files (exit 2 with the problems if one is invalid)."""
-    quiet_tensorflow()
     from tlkit.recipes import resolve_recipe
 
     for f in files:

@@ -12,24 +12,13 @@ keras.applications names to tlkit's builders (``APPLICATIONS["EfficientNetB0"]``
 
 String ids (``vgg16``, ``resnet50``, ``googlenet``) work through :func:`build_model` and
 :func:`get_model_info`; :func:`list_models` and :func:`summary` describe them.
+
+Importing this package does not import Keras: the registry's facts are plain data
+(:mod:`tlkit.models.facts`), and a builder, head or layer is imported from its module (with
+Keras) the first time it is used.
 """
 
-from tlkit.layers import LocalResponseNormalization, Preprocessing
-from tlkit.models.alexnet import AlexNet, ZFNet
-from tlkit.models.applications import BUILDERS as APPLICATIONS
-from tlkit.models.applications import register_applications
-from tlkit.models.efficientnet_lite import (
-    EfficientNetLite,
-    EfficientNetLite0,
-    EfficientNetLite1,
-    EfficientNetLite2,
-    EfficientNetLite3,
-    EfficientNetLite4,
-)
-from tlkit.models.googlenet import GoogLeNet, strip_auxiliary_classifiers
-from tlkit.models.heads import build_transfer_model, inference_model
-from tlkit.models.lenet import LeNet5
-from tlkit.models.nin import NiN
+from tlkit.models.info import resolve
 from tlkit.models.registry import (
     FreezeGroup,
     ModelInfo,
@@ -37,33 +26,39 @@ from tlkit.models.registry import (
     get_model_info,
     model_ids,
 )
-from tlkit.models.resnet import (
-    PlainNet18,
-    PlainNet34,
-    PlainNet50,
-    PlainNet101,
-    PlainNet152,
-    ResNet18,
-    ResNet34,
-    ResNet50,
-    ResNet101,
-    ResNet152,
-)
 from tlkit.models.summary import LayerRow, ModelSummary, count_macs, list_models, summary
-from tlkit.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
 from tlkit.weights import OfficialWeights
 
+
+def _names(module: str, *names: str) -> dict[str, str]:
+    return {name: f"{module}:{name}" for name in names}
+
+
+#: The names that need Keras -> where they are (``module:attribute``), imported on first use.
+_KERAS_NAMES = {
+    **_names("tlkit.models.vgg", "VGG", "VGG11", "VGG13", "VGG16", "VGG19"),
+    **_names("tlkit.models.alexnet", "AlexNet", "ZFNet"),
+    **_names("tlkit.models.lenet", "LeNet5"),
+    **_names("tlkit.models.nin", "NiN"),
+    **_names("tlkit.models.googlenet", "GoogLeNet", "strip_auxiliary_classifiers"),
+    **_names("tlkit.models.resnet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
+             "PlainNet18", "PlainNet34", "PlainNet50", "PlainNet101", "PlainNet152"),
+    **_names("tlkit.models.efficientnet_lite", "EfficientNetLite", "EfficientNetLite0",
+             "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"),
+    "APPLICATIONS": "tlkit.models.applications:BUILDERS",
+    **_names("tlkit.layers", "LocalResponseNormalization", "Preprocessing"),
+    **_names("tlkit.models.heads", "build_transfer_model", "inference_model"),
+}
+
 __all__ = [
-    "VGG", "VGG11", "VGG13", "VGG16", "VGG19",
-    "AlexNet", "ZFNet", "LeNet5", "NiN", "GoogLeNet", "strip_auxiliary_classifiers",
-    "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
-    "PlainNet18", "PlainNet34", "PlainNet50", "PlainNet101", "PlainNet152",
-    "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2",
-    "EfficientNetLite3", "EfficientNetLite4", "APPLICATIONS",
-    "LocalResponseNormalization", "Preprocessing", "build_transfer_model", "inference_model",
+    *_KERAS_NAMES,
     "FreezeGroup", "ModelInfo", "OfficialWeights",
     "build_model", "get_model_info", "model_ids",
     "LayerRow", "ModelSummary", "count_macs", "list_models", "summary",
 ]
 
-register_applications()  # after the classic architectures: listings show those first
+
+def __getattr__(name: str):
+    if name in _KERAS_NAMES:
+        return resolve(_KERAS_NAMES[name])  # Keras only once a builder is asked for
+    raise AttributeError(f"module 'tlkit.models' has no attribute {name!r}")

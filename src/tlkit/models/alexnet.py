@@ -9,11 +9,11 @@ References:
 The paper's two GPU towers are ``Conv2D(groups=2)`` for conv2, conv4 and conv5 (the layers whose
 kernels only see the maps on their own GPU); conv1 (each half sees the whole image), conv3 and
 the FC layers are full. Keras' TensorFlow backend runs grouped convolutions on CPU through XLA.
+The tables and the registry's facts are plain data in :mod:`tlkit.models.facts.alexnet`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -22,75 +22,7 @@ from keras import layers
 from tlkit.errors import UserError
 from tlkit.layers import LocalResponseNormalization
 from tlkit.models._common import application_args, build_backbone, fc_top
-from tlkit.models.registry import FreezeGroup, ModelInfo, register
-
-ALEXNET_PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, NIPS 2012"
-ZFNET_PAPER = "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014"
-
-
-@dataclass(frozen=True)
-class ConvStage:
-    """One row of the conv part: ``conv{i}`` (+ ReLU), then optional LRN ``norm{i}``/pool ``pool{i}``.
-
-    Attributes:
-        filters: Output channels.
-        kernel: Kernel side.
-        strides: Stride.
-        padding: Zero padding on each side (applied as ``conv{i}_pad`` when not "same").
-        grouped: Split into the paper's two towers when ``towers=2``.
-        norm: LRN after this stage.
-        pool: 3x3/2 max pooling after this stage: None, "valid" or "same".
-    """
-
-    filters: int
-    kernel: int
-    strides: int = 1
-    padding: int | str = "same"
-    grouped: bool = False
-    norm: bool = False
-    pool: str | None = None
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A whole network: conv stages, LRN before or after pooling, FC widths, input sizes."""
-
-    stages: tuple[ConvStage, ...]
-    norm_before_pool: bool
-    fc: tuple[int, ...]
-    default_size: int
-    min_size: int
-
-
-ALEXNET = Spec(
-    stages=(
-        ConvStage(96, 11, 4, padding=0, norm=True, pool="valid"),
-        ConvStage(256, 5, padding="same", grouped=True, norm=True, pool="valid"),
-        ConvStage(384, 3),
-        ConvStage(384, 3, grouped=True),
-        ConvStage(256, 3, grouped=True, pool="valid"),
-    ),
-    norm_before_pool=True,
-    fc=(4096, 4096),
-    default_size=227,
-    min_size=67,
-)
-"""227 -> conv1 55 -> pool1 27 -> conv2 27 -> pool2 13 -> conv3-5 13 -> pool5 6."""
-
-ZFNET = Spec(
-    stages=(
-        ConvStage(96, 7, 2, padding=1, norm=True, pool="same"),
-        ConvStage(256, 5, 2, padding=0, norm=True, pool="same"),
-        ConvStage(384, 3),
-        ConvStage(384, 3),
-        ConvStage(256, 3, pool="valid"),
-    ),
-    norm_before_pool=False,
-    fc=(4096, 4096),
-    default_size=224,
-    min_size=53,
-)
-"""224 -> pad 1, conv1 110 -> pool1 55 -> conv2 26 -> pool2 13 -> conv3-5 13 -> pool5 6."""
+from tlkit.models.facts.alexnet import ALEXNET, ZFNET, ConvStage, Spec
 
 
 def conv_stage(x, stage: ConvStage, *, towers: int, norm_before_pool: bool, name: str):
@@ -244,38 +176,4 @@ def ZFNet(
         **application_args(locals()),
         name=name,
         dropout=dropout,
-    )
-
-
-_FREEZE_GROUPS = tuple(
-    FreezeGroup(f"conv{i}", rf"^(conv|norm|pool){i}(_|$)") for i in range(1, 6)
-) + (FreezeGroup("fc", r"^(flatten|fc\d)"),)
-
-for _id, _builder, _spec, _paper, _kwargs, _description in (
-    ("alexnet", AlexNet, ALEXNET, ALEXNET_PAPER, {}, "AlexNet, one tower, 227x227"),
-    (
-        "alexnet_2tower",
-        AlexNet,
-        ALEXNET,
-        ALEXNET_PAPER,
-        {"towers": 2},
-        "AlexNet as the paper's two GPU towers (grouped conv2, conv4, conv5)",
-    ),
-    ("zfnet", ZFNet, ZFNET, ZFNET_PAPER, {}, "ZFNet: AlexNet with a 7x7/2 first layer"),
-):
-    register(
-        ModelInfo(
-            id=_id,
-            family="alexnet",
-            builder=_builder,
-            paper=_paper,
-            default_size=_spec.default_size,
-            min_size=_spec.min_size,
-            preprocessing="tf",
-            feature_size=_spec.stages[-1].filters,
-            weight_layers=len(_spec.stages) + len(_spec.fc) + 1,
-            freeze_groups=_FREEZE_GROUPS,
-            kwargs=_kwargs,
-            description=_description,
-        )
     )

@@ -36,7 +36,7 @@ import keras
 from tlkit.errors import InputSizeError, TlkitError
 from tlkit.models._common import check_top_args
 from tlkit.models.applications_data import FAMILIES, AppFamily, AppMember
-from tlkit.models.registry import FreezeGroup, ModelInfo, register
+from tlkit.models.facts.applications import official_weights
 from tlkit.weights import OfficialWeights, load_builder_weights
 
 #: keras.applications' EfficientNet: ``IMAGENET_STDDEV_RGB`` (the extra rescaling's values).
@@ -244,46 +244,10 @@ def _entry(member: AppMember, family: AppFamily, official: OfficialWeights) -> C
     return builder
 
 
-def _builders() -> dict[str, tuple[Callable, AppMember, AppFamily, OfficialWeights]]:
-    out = {}
-    for family in FAMILIES:
-        for member in family.members:
-            official = OfficialWeights(top=member.top, notop=member.notop,
-                                       base_url=family.base_url, by_position=True)
-            out[member.function] = (_entry(member, family, official), member, family, official)
-    return out
-
-
-_MADE = _builders()
-#: keras.applications function name -> tlkit's builder (``BUILDERS["EfficientNetB0"]``).
-BUILDERS: dict[str, Callable] = {name: made[0] for name, made in _MADE.items()}
-
-
-def register_applications() -> None:
-    """Register every member (``tlkit.models`` calls this after the classic architectures,
-    so listings show those first)."""
-    for builder, member, family, official in _MADE.values():
-        groups = member.groups or family.groups
-        register(
-            ModelInfo(
-                id=member.id,
-                family=family.id,
-                builder=builder,
-                paper=family.paper,
-                default_size=member.size,
-                min_size=family.min_size,
-                preprocessing=family.preprocessing,
-                preprocessing_inside=family.inside,
-                feature_size=member.features,
-                weight_layers=member.weight_layers,
-                freeze_groups=tuple(
-                    FreezeGroup(group, pattern.replace("{name}", member.keras_name))
-                    for group, pattern in groups
-                ),
-                unit_pattern=family.unit,
-                official_weights=official,
-                kwargs=dict(family.kwargs),
-                aliases=(member.keras_name,) if member.keras_name else (),
-                description=f"keras.applications.{member.function}",
-            )
-        )
+#: keras.applications function name -> tlkit's builder (``BUILDERS["EfficientNetB0"]``); the
+#: registry's entries (:mod:`tlkit.models.facts.applications`) name these.
+BUILDERS: dict[str, Callable] = {
+    member.function: _entry(member, family, official_weights(member, family))
+    for family in FAMILIES
+    for member in family.members
+}

@@ -3,7 +3,8 @@
 One :class:`AppFamily` per family (EfficientNet, EfficientNetV2, MobileNetV2, MobileNetV3,
 DenseNet, ConvNeXt, Xception, InceptionV3, InceptionResNetV2), one :class:`AppMember` per
 keras.applications function. :mod:`tlkit.models.applications` builds them with
-keras.applications itself and registers them; this module only says what tlkit's engine needs:
+keras.applications itself, :mod:`tlkit.models.facts.applications` makes their registry entries;
+this module only says what tlkit's engine needs:
 
 * the official weight files and their hashes, copied from keras.applications' source (the tests
   check them against the installed Keras); MobileNetV2's files have no published hash;

@@ -4,8 +4,9 @@ Two checkpoints hold the same weights under other names: Google's TensorFlow che
 (tensorflow/tpu: ``efficientnet-lite0/blocks_3/conv2d/kernel``,
 ``.../tpu_batch_normalization_1/gamma``) and their PyTorch port on the package index
 (lukemelas' EfficientNet-PyTorch layout: ``_blocks.3._expand_conv.weight``, ``_blocks.3._bn1``).
-Each converter takes the variant's block plans (:func:`tlkit.models.efficientnet_lite.block_plans`)
-and returns ``{keras layer name: [arrays in the layer's weight order]}``.
+Each converter takes the variant's block plans
+(:func:`tlkit.models.facts.efficientnet_lite.block_plans`) and returns
+``{keras layer name: [arrays in the layer's weight order]}``.
 """
 
 from __future__ import annotations

@@ -9,32 +9,15 @@ on a features input), are decided here too.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import keras
 from keras import layers
-from pydantic import Field
 
 from tlkit.errors import InputSizeError, UserError
 from tlkit.layers import preprocessing
-from tlkit.models.registry import ModelInfo
-from tlkit.section import Section
-
-
-class HeadConfig(Section):
-    """The new classifier put on the backbone, sized to the data's classes."""
-
-    type: Literal["avg", "max", "paper"] = Field(
-        "avg",
-        description="avg/max: global pooling then a dense softmax; paper: the architecture's "
-        "own classifier (e.g. VGG's FC-4096 x2 with dropout), sized to the data's classes.",
-    )
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
-    hidden_units: list[int] = Field(
-        default_factory=list, description="Dense ReLU layers between pooling and classifier."
-    )
-
-
+from tlkit.models.head_config import HeadConfig  # noqa: F401 - tlkit.models.heads.HeadConfig too
+from tlkit.models.info import ModelInfo
 
 
 def build_transfer_model(

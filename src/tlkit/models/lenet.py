@@ -12,7 +12,8 @@ form (average pooling, full C3, dense softmax) has 61,706 (id ``lenet5``).
 ``weight_layers`` is 5: C1, C3, C5, F6 and the output, the layers with convolution or
 connection weights, counted as VGG and AlexNet count theirs. S2 and S4 have no weights in the
 plain form and only a scale and bias per map in the paper's form; they belong to the freeze
-group of the conv layer before them (``c1`` holds C1 and S2, ``c3`` holds C3 and S4).
+group of the conv layer before them (``c1`` holds C1 and S2, ``c3`` holds C3 and S4). The
+registry's facts are plain data in :mod:`tlkit.models.facts.lenet`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from keras import layers
 from tlkit.errors import UserError
 from tlkit.layers import EuclideanRBF, PartialConv2D, Subsampling2D
 from tlkit.models._common import application_args, build_backbone
-from tlkit.models.registry import FreezeGroup, ModelInfo, register
-
-PAPER = "LeCun, Bottou, Bengio & Haffner, Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998"
 
 C3_TABLE = (
     "X...XXX..XXXX.XX",
@@ -122,38 +120,4 @@ def LeNet5(
         default_size=32,
         min_size=32,
         channels=1,
-    )
-
-
-_PAPER_OPTIONS = {"partial_c3": True, "subsampling": "trainable", "output": "rbf"}
-
-for _id, _kwargs, _description in (
-    ("lenet5", {}, "LeNet-5, modern form: average pooling, full C3, softmax (61,706 params)"),
-    (
-        "lenet5_paper",
-        _PAPER_OPTIONS,
-        "LeNet-5 as the paper: C3 table, trainable subsampling, RBF output (60,840 params)",
-    ),
-):
-    register(
-        ModelInfo(
-            id=_id,
-            family="lenet",
-            builder=LeNet5,
-            paper=PAPER,
-            default_size=32,
-            min_size=32,
-            channels=1,
-            preprocessing="tf",
-            feature_size=120,
-            weight_layers=5,
-            freeze_groups=(
-                FreezeGroup("c1", r"^(c1|s2)$"),
-                FreezeGroup("c3", r"^(c3|s4)$"),
-                FreezeGroup("c5", r"^c5$"),
-                FreezeGroup("f6", r"^(flatten|f6)$"),
-            ),
-            kwargs=_kwargs,
-            description=_description,
-        )
     )

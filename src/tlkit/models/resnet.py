@@ -11,6 +11,8 @@ weighted layers in the same order, so Keras' official ImageNet ``.h5`` files loa
 ResNet-18/34 use the paper's basic block with the same naming grammar
 (``conv3_block1_1_conv``, ``conv3_block1_2_conv``, projection ``conv3_block1_0_conv``).
 
+The tables and the registry's facts are plain data in :mod:`tlkit.models.facts.resnet`.
+
 The ``PlainNet*`` builders are the plain baselines of the paper's degradation experiment
 (section 4.1, Table 2, Fig. 4): the same conv/BN/ReLU stack with no shortcut additions and no
 1x1 projection convs.
@@ -18,7 +20,6 @@ The ``PlainNet*`` builders are the plain baselines of the paper's degradation ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -26,61 +27,19 @@ from keras import layers
 
 from tlkit.errors import UnknownNameError
 from tlkit.models._common import application_args, build_backbone
-from tlkit.models.registry import FreezeGroup, ModelInfo, register
-from tlkit.weights import OfficialWeights
-
-PAPER = (
-    "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
-    "(arXiv:1512.03385)"
+from tlkit.models.facts.resnet import (
+    BOTTLENECK_EXPANSION,
+    OFFICIAL_WEIGHTS,
+    RESNET_SPECS,
+    STAGE_FILTERS,
+    ResNetSpec,
+    builder_name,
+    description,
 )
+from tlkit.models.facts.resnet import model_id as _model_id
+
 BN_EPSILON = 1.001e-5
 BN_AXIS = 3
-STAGE_FILTERS = (64, 128, 256, 512)
-"""Filters of each stage's 3x3 convs (conv2_x ... conv5_x); bottlenecks expand 4x."""
-BOTTLENECK_EXPANSION = 4
-
-
-@dataclass(frozen=True)
-class ResNetSpec:
-    """One row of the paper's Table 1: block type and residual blocks per stage."""
-
-    block: str
-    blocks: tuple[int, int, int, int]
-
-    @property
-    def feature_size(self) -> int:
-        expansion = BOTTLENECK_EXPANSION if self.block == "bottleneck" else 1
-        return STAGE_FILTERS[-1] * expansion
-
-
-RESNET_SPECS: dict[int, ResNetSpec] = {
-    18: ResNetSpec("basic", (2, 2, 2, 2)),
-    34: ResNetSpec("basic", (3, 4, 6, 3)),
-    50: ResNetSpec("bottleneck", (3, 4, 6, 3)),
-    101: ResNetSpec("bottleneck", (3, 4, 23, 3)),
-    152: ResNetSpec("bottleneck", (3, 8, 36, 3)),
-}
-
-BASE_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-# (top md5, notop md5), copied from keras.src.applications.resnet.WEIGHTS_HASHES.
-_WEIGHTS_HASHES = {
-    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-}
-OFFICIAL_WEIGHTS: dict[int, OfficialWeights] = {
-    depth: OfficialWeights(
-        top=(f"resnet{depth}_weights_tf_dim_ordering_tf_kernels.h5", top_hash),
-        notop=(f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash),
-        base_url=BASE_WEIGHTS_URL,
-        cache_subdir="models",
-    )
-    for depth, (top_hash, notop_hash) in _WEIGHTS_HASHES.items()
-}
-
-
-def _model_id(depth: int, shortcuts: bool) -> str:
-    return f"{'resnet' if shortcuts else 'plain'}{depth}"
 
 
 def _conv_bn(x, filters: int, kernel_size: int, strides: int, name: str, relu: bool = True):
@@ -255,18 +214,10 @@ def _entry_point(depth: int, shortcuts: bool):
             name=name,
         )
 
-    kind = "ResNet" if shortcuts else "PlainNet"
-    builder.__name__ = builder.__qualname__ = f"{kind}{depth}"
-    spec = RESNET_SPECS[depth]
-    if shortcuts:
-        summary = f"ResNet-{depth} ({spec.block} blocks {list(spec.blocks)}), He et al. 2016."
-    else:
-        summary = (
-            f"Plain-{depth}: ResNet-{depth}'s layers without shortcut additions or projection "
-            "convs (the degradation baseline of He et al. 2016, section 4.1)."
-        )
+    builder.__name__ = builder.__qualname__ = builder_name(depth, shortcuts)
     builder.__doc__ = (
-        f"{summary}\n\nSame arguments as keras.applications' builders; see :func:`ResNet`."
+        f"{description(depth, shortcuts)}\n\nSame arguments as keras.applications' builders; "
+        "see :func:`ResNet`."
     )
     return builder
 
@@ -281,52 +232,3 @@ PlainNet34 = _entry_point(34, False)
 PlainNet50 = _entry_point(50, False)
 PlainNet101 = _entry_point(101, False)
 PlainNet152 = _entry_point(152, False)
-
-_BUILDERS = {
-    (18, True): ResNet18,
-    (34, True): ResNet34,
-    (50, True): ResNet50,
-    (101, True): ResNet101,
-    (152, True): ResNet152,
-    (18, False): PlainNet18,
-    (34, False): PlainNet34,
-    (50, False): PlainNet50,
-    (101, False): PlainNet101,
-    (152, False): PlainNet152,
-}
-
-FREEZE_GROUPS = (
-    FreezeGroup("stem", r"^(conv1_|pool1_)"),
-    FreezeGroup("conv2", r"^conv2_"),
-    FreezeGroup("conv3", r"^conv3_"),
-    FreezeGroup("conv4", r"^conv4_"),
-    FreezeGroup("conv5", r"^conv5_"),
-)
-UNIT_PATTERN = r"^(conv\d_block\d+)_"
-
-
-def _register_all() -> None:
-    for (depth, shortcuts), builder in _BUILDERS.items():
-        spec = RESNET_SPECS[depth]
-        prefix = "resnet" if shortcuts else "plain"
-        register(
-            ModelInfo(
-                id=_model_id(depth, shortcuts),
-                family="resnet",
-                builder=builder,
-                paper=PAPER,
-                default_size=224,
-                min_size=32,
-                preprocessing="caffe",
-                feature_size=spec.feature_size,
-                weight_layers=depth,
-                freeze_groups=FREEZE_GROUPS,
-                unit_pattern=UNIT_PATTERN,
-                official_weights=OFFICIAL_WEIGHTS.get(depth) if shortcuts else None,
-                aliases=(f"{prefix}_{depth}",) + (() if shortcuts else (f"plainnet{depth}",)),
-                description=(builder.__doc__ or "").splitlines()[0],
-            )
-        )
-
-
-_register_all()

@@ -3,6 +3,9 @@
 Multiply-accumulates are counted for convolutions and dense layers (what the ResNet paper calls
 FLOPs); the receptive field follows ``r_out = r_in + (k - 1) * j_in``, ``j_out = j_in * s``
 along the path with the largest field, so three stacked 3x3 convolutions see 7x7.
+
+Importing it does not import Keras (``tlkit models`` lists the registry's facts with
+:func:`list_models` without it); the functions that build or read a model do.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import os
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from tlkit import __version__
 from tlkit.io import atomic_write_text
-from tlkit.models.registry import ModelInfo, get_model_info, model_ids
+from tlkit.models.info import ModelInfo
+from tlkit.models.registry import get_model_info, model_ids
+
+if TYPE_CHECKING:
+    import keras
 
 GLOBAL = -1  # receptive field of a layer that sees the whole input
 
@@ -120,6 +125,8 @@ def _kernel_stride(layer) -> tuple[int, int] | None:
 
 
 def _is_global(layer) -> bool:
+    import keras
+
     return isinstance(
         layer,
         (
@@ -137,6 +144,8 @@ def _shape(tensor_or_list) -> tuple:
 
 def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
     """Multiply-accumulates of one layer for one example (convolutions and dense layers)."""
+    import keras
+
     if hasattr(layer, "count_macs"):
         return int(layer.count_macs(input_shape, output_shape))
     if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, then pointwise 1x1
@@ -162,6 +171,8 @@ def _parents(layer) -> list:
 
 def summarize_model(model: keras.Model) -> ModelSummary:
     """Summarize a built functional model (every layer, in topological order)."""
+    import keras
+
     fields: dict[str, tuple[int, int]] = {}  # layer name -> (receptive field, jump)
     rows = []
     for layer in model.layers:
@@ -225,6 +236,8 @@ def summary(
         include_top: Include the classifier.
         classes: Classifier width; default the builder's (1000, or 10 for LeNet-5).
     """
+    import keras
+
     if isinstance(model_or_id, keras.Model):
         return summarize_model(model_or_id)
     info = get_model_info(model_or_id)
@@ -240,6 +253,8 @@ def summary(
 
 
 def _stats_cache_path() -> Path:
+    import keras
+
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
     return base / f"model-stats-v3-{__version__}-keras{keras.__version__}.json"
 
@@ -247,53 +262,59 @@ def _stats_cache_path() -> Path:
 def _model_stats(info: ModelInfo, cache: dict) -> dict:
     key = info.id
     if key not in cache:
+        import keras
+
         s = summary(info.id)
         cache[key] = {"params": s.total_params, "macs": s.total_macs}
         keras.backend.clear_session()
     return cache[key]
 
 
+def model_facts(info: ModelInfo) -> dict[str, Any]:
+    """The facts ``tlkit models`` lists for one architecture (no build, no Keras)."""
+    return {
+        "id": info.id,
+        "family": info.family,
+        "paper": info.paper,
+        "input": f"{info.default_size}x{info.default_size}x{info.channels}",
+        "min_input": info.min_size,
+        "preprocessing": info.preprocessing,
+        "official_weights": info.official_weights is not None,
+        "weights_from": info.official_weights.describe() if info.official_weights else "",
+        "description": info.description,
+    }
+
+
 def list_models(with_stats: bool = True, progress=None) -> list[dict[str, Any]]:
     """Describe every registered architecture.
 
     Parameters and multiply-adds are computed by building each model at its default size with
-    its builder's default classes (1000; LeNet-5: 10), and cached (``~/.cache/tlkit``) since big models take a while to build.
+    its builder's default classes (1000; LeNet-5: 10), and cached (``~/.cache/tlkit``) since
+    big models take a while to build. Without them nothing is built and Keras is not imported.
 
     Args:
         with_stats: Include ``params`` and ``gmacs`` (builds uncached models).
         progress: Optional callable taking the id being built.
     """
+    rows = [model_facts(get_model_info(model_id)) for model_id in model_ids()]
+    if not with_stats:
+        return rows
     path = _stats_cache_path()
     cache: dict = {}
-    if with_stats and path.exists():
+    if path.exists():
         try:
             cache = json.loads(path.read_text())
         except (OSError, ValueError):
             cache = {}
-    rows = []
     dirty = False
-    for model_id in model_ids():
-        info = get_model_info(model_id)
-        row: dict[str, Any] = {
-            "id": info.id,
-            "family": info.family,
-            "paper": info.paper,
-            "input": f"{info.default_size}x{info.default_size}x{info.channels}",
-            "min_input": info.min_size,
-            "preprocessing": info.preprocessing,
-            "official_weights": info.official_weights is not None,
-            "weights_from": info.official_weights.describe() if info.official_weights else "",
-            "description": info.description,
-        }
-        if with_stats:
-            if info.id not in cache:
-                dirty = True
-                if progress:
-                    progress(info.id)
-            stats = _model_stats(info, cache)
-            row["params"] = stats["params"]
-            row["gmacs"] = float(f"{stats['macs'] / 1e9:.4g}")
-        rows.append(row)
+    for row in rows:
+        if row["id"] not in cache:
+            dirty = True
+            if progress:
+                progress(row["id"])
+        stats = _model_stats(get_model_info(row["id"]), cache)
+        row["params"] = stats["params"]
+        row["gmacs"] = float(f"{stats['macs'] / 1e9:.4g}")
     if dirty:
         try:
             atomic_write_text(path, json.dumps(cache, indent=1))

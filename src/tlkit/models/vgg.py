@@ -5,12 +5,12 @@ Image Recognition", ICLR 2015 (arXiv:1409.1556), Table 1 (configurations) and Ta
 (parameters: 133, 133, 133, 134, 138 and 144 million).
 
 Configurations D and E have exactly keras.applications.VGG16/VGG19's weighted layers (names,
-order, shapes), so keras' official ImageNet ``.h5`` files load into them.
+order, shapes), so keras' official ImageNet ``.h5`` files load into them. The table and the
+registry's facts are plain data in :mod:`tlkit.models.facts.vgg`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -19,66 +19,14 @@ from keras import layers
 from tlkit.errors import UnknownNameError, UserError
 from tlkit.layers import LocalResponseNormalization
 from tlkit.models._common import application_args, build_backbone, fc_top
-from tlkit.models.registry import FreezeGroup, ModelInfo, register
-from tlkit.weights import OfficialWeights
-
-WIDTHS = (64, 128, 256, 512, 512)
-"""Output channels of blocks 1-5 (the same in every configuration)."""
-
-DEFAULT_SIZE = 224
-MIN_SIZE = 32
-PAPER = "Simonyan & Zisserman, Very Deep Convolutional Networks, ICLR 2015"
-
-
-@dataclass(frozen=True)
-class VGGConfig:
-    """One column of the paper's Table 1.
-
-    Attributes:
-        model_id: Registry id of the configuration.
-        blocks: Kernel side of every conv layer, per block (3 or the 1x1 convs of C).
-        lrn: Whether LRN follows the first conv layer (configuration A-LRN).
-    """
-
-    model_id: str
-    blocks: tuple[tuple[int, ...], ...]
-    lrn: bool = False
-
-    @property
-    def weight_layers(self) -> int:
-        return sum(len(b) for b in self.blocks) + 3
-
-
-CONFIGS: dict[str, VGGConfig] = {
-    "A": VGGConfig("vgg11", ((3,), (3,), (3, 3), (3, 3), (3, 3))),
-    "A-LRN": VGGConfig("vgg11_lrn", ((3,), (3,), (3, 3), (3, 3), (3, 3)), lrn=True),
-    "B": VGGConfig("vgg13", ((3, 3), (3, 3), (3, 3), (3, 3), (3, 3))),
-    "C": VGGConfig("vgg16_c", ((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1))),
-    "D": VGGConfig("vgg16", ((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))),
-    "E": VGGConfig("vgg19", ((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3))),
-}
-
-_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
-    "vgg16": OfficialWeights(
-        top=("vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b"),
-        notop=(
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "6d6bbae143d832006294945121d1f1fc",
-        ),
-        base_url=_KERAS_URL + "vgg16/",
-        cache_subdir="models",
-    ),
-    "vgg19": OfficialWeights(
-        top=("vgg19_weights_tf_dim_ordering_tf_kernels.h5", "cbe5617147190e668d6c5d5026f83318"),
-        notop=(
-            "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "253f8cb515780f3b799900260a226db6",
-        ),
-        base_url=_KERAS_URL + "vgg19/",
-        cache_subdir="models",
-    ),
-}
+from tlkit.models.facts.vgg import (
+    CONFIGS,
+    DEFAULT_SIZE,
+    MIN_SIZE,
+    OFFICIAL_WEIGHTS,
+    WIDTHS,
+    VGGConfig,
+)
 
 
 def _config(config: str) -> VGGConfig:
@@ -196,50 +144,3 @@ VGG11 = _entry("A", "vgg11", "VGG configuration A (11 weight layers).")
 VGG13 = _entry("B", "vgg13", "VGG configuration B (13 weight layers).")
 VGG16 = _entry("D", "vgg16", "VGG configuration D (16 weight layers), as keras.applications.")
 VGG19 = _entry("E", "vgg19", "VGG configuration E (19 weight layers), as keras.applications.")
-
-_FREEZE_GROUPS = tuple(FreezeGroup(f"block{i}", rf"^block{i}_") for i in range(1, 6)) + (
-    FreezeGroup("fc", r"^(flatten|fc\d)"),
-)
-
-_ENTRIES = (
-    ("A", "vgg11", VGG11, {}, ("vgg_a",), "VGG configuration A: 8 conv + 3 FC"),
-    (
-        "A-LRN",
-        "vgg11_lrn",
-        VGG,
-        {"config": "A-LRN"},
-        ("vgg_a_lrn",),
-        "VGG configuration A with LRN after the first conv layer",
-    ),
-    ("B", "vgg13", VGG13, {}, ("vgg_b",), "VGG configuration B: 10 conv + 3 FC"),
-    (
-        "C",
-        "vgg16_c",
-        VGG,
-        {"config": "C"},
-        ("vgg_c",),
-        "VGG configuration C: 13 conv (three 1x1) + 3 FC",
-    ),
-    ("D", "vgg16", VGG16, {}, ("vgg_d",), "VGG16 (configuration D), keras.applications layout"),
-    ("E", "vgg19", VGG19, {}, ("vgg_e",), "VGG19 (configuration E), keras.applications layout"),
-)
-
-for _letter, _id, _builder, _kwargs, _aliases, _description in _ENTRIES:
-    register(
-        ModelInfo(
-            id=_id,
-            family="vgg",
-            builder=_builder,
-            paper=PAPER,
-            default_size=DEFAULT_SIZE,
-            min_size=MIN_SIZE,
-            preprocessing="caffe",
-            feature_size=WIDTHS[-1],
-            weight_layers=CONFIGS[_letter].weight_layers,
-            freeze_groups=_FREEZE_GROUPS,
-            official_weights=OFFICIAL_WEIGHTS.get(_id),
-            kwargs=_kwargs,
-            aliases=_aliases,
-            description=_description,
-        )
-    )

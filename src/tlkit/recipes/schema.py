@@ -13,7 +13,7 @@ from tlkit.augment.config import AugmentConfig
 from tlkit.contract import PreprocessConfig
 from tlkit.data.config import DataConfig
 from tlkit.freeze.config import FreezeConfig
-from tlkit.models.heads import HeadConfig
+from tlkit.models.head_config import HeadConfig
 from tlkit.models.registry import get_model_info
 from tlkit.section import Section
 from tlkit.train.config import TrainSection

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-import h5py
-import keras
 import numpy as np
 
 from tlkit.errors import WeightsError
@@ -258,6 +256,9 @@ def write_legacy_h5(path: str | os.PathLike, arrays: LayerArrays, *, source: str
     """Write ``{layer: [arrays]}`` in the layout of keras.applications' weight files
     (``layer_names``, and per layer ``weight_names`` and one dataset each), which
     :func:`tlkit.weights.load_weights_file` and Keras' legacy loader both read by name."""
+    import h5py  # writing is rare; the registry's facts hold ConvertedWeights without Keras
+    import keras
+
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [name.encode("utf8") for name in arrays]
         f.attrs["backend"] = b"tensorflow"

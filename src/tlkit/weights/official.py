@@ -13,8 +13,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
 from tlkit.errors import WeightsError
 
 
@@ -103,6 +101,8 @@ def offline() -> bool:
 
 def _download(fname: str, url: str, *, md5: str | None, cache_subdir: str) -> Path:
     """``keras.utils.get_file`` with a timeout; raises whatever the network raises."""
+    import keras  # only a download needs Keras: the registry's facts hold OfficialWeights
+
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(float(os.environ.get("TLKIT_DOWNLOAD_TIMEOUT", "30")))
     try:
