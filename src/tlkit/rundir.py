@@ -23,6 +23,16 @@ from typing import Any
 from tlkit.errors import UserError
 
 
+class _InRun:
+    """A file of the run directory, read on an instance as its path."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: RunDir | None, owner=None):
+        return self if run is None else run.path / self.name
+
+
 class RunDir:
     """One run's folder and the names of what lies in it."""
 
@@ -73,31 +83,14 @@ class RunDir:
             return cls(path.parent)
         return None
 
-    # -- paths ---------------------------------------------------------------------------
+    # -- paths (``RunDir(p).model`` is ``p / RunDir.MODEL``) --------------------------------
 
-    @property
-    def model(self) -> Path:
-        return self.path / self.MODEL
-
-    @property
-    def recipe(self) -> Path:
-        return self.path / self.RECIPE
-
-    @property
-    def labels(self) -> Path:
-        return self.path / self.LABELS
-
-    @property
-    def state(self) -> Path:
-        return self.path / self.STATE
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / self.CHECKPOINTS
-
-    @property
-    def export(self) -> Path:
-        return self.path / self.EXPORT
+    model = _InRun(MODEL)
+    recipe = _InRun(RECIPE)
+    labels = _InRun(LABELS)
+    state = _InRun(STATE)
+    checkpoints = _InRun(CHECKPOINTS)
+    export = _InRun(EXPORT)
 
     def predictions(self, split: str) -> Path:
         """Where the run keeps its probabilities on ``split`` (``val``, ``test``)."""
