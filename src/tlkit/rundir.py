@@ -96,8 +96,13 @@ class RunDir:
         """Where the run keeps its probabilities on ``split`` (``val``, ``test``)."""
         return self.path / f"predictions_{split}.npy"
 
-    def per_class(self, split: str) -> Path:
-        return self.path / f"per_class_{split}.csv"
+    def per_class(self, split: str, suffix: str = ".csv") -> Path:
+        """A split's per-class scores: ``.csv`` for spreadsheets, ``.txt`` to read."""
+        return self.path / f"per_class_{split}{suffix}"
+
+    def confusion(self, split: str) -> Path:
+        """A split's confusion matrix (val's is ``confusion_matrix.png``)."""
+        return self.path / (self.CONFUSION if split == "val" else f"confusion_matrix_{split}.png")
 
     # -- readers ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tlkit.finetune.evidence import HopelessStop, judge, per_image_loss
-from tlkit.finetune.policy import decide
+from tlkit.finetune.freeze_choice import decide
 from tlkit.freeze.config import FreezeConfig
 from tlkit.train.plan import Stage, TrainPlan
 

@@ -116,7 +116,7 @@ def plan(recipes, sets, no_timing, **flags) -> None:
     (images or cached features), the freeze table and an estimate of the time per epoch.
     """
     quiet_tensorflow()
-    from tlkit.finetune.plan import describe_plan
+    from tlkit.finetune.dry_run import describe_plan
     from tlkit.recipes import resolve_run_recipe
 
     log = lambda m: click.echo(m)  # noqa: E731

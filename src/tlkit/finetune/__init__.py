@@ -16,17 +16,20 @@ model       the transfer model (no weights yet)       ``tlkit/finetune/model.py`
 freezer     each stage's freeze policy; refuses to    ``tlkit/freeze/freezer.py``
             freeze random weights
 weights     the starting weights and their report     ``tlkit/finetune/model.py``
-                                                      (``tlkit/weights.py``)
-choice      ``auto`` resolved (freeze search or the   ``tlkit/finetune/policy.py``
+                                                      (``tlkit/weights``)
+choice      ``auto`` resolved (freeze search or the   ``tlkit/finetune/freeze_choice.py``
             rule), the linear probe                   (``tlkit/train/search.py``, ``probe.py``)
-route       images, or cached features of a frozen    ``tlkit/train/routes.py``
-            backbone (``tlkit/train/feature_store.py``)
-training    stages and epochs; hooks checkpoint,      ``tlkit/train/trainer.py``,
-            schedule, stop early, guard, log          ``tlkit/train/hooks.py``
+route       images, or cached features of a frozen    ``tlkit/train/routes.py``,
+            backbone (``tlkit/train/feature_store.py``)  ``tlkit/train/feature_route.py``
+training    ``route.train(plan, hooks, run)``: stages ``tlkit/train/trainer.py``,
+            and epochs (hooks checkpoint, schedule,   ``tlkit/train/hooks.py``; the
+            stop early, guard, log), or the solver    solver in ``tlkit/train/probe.py``
 reports     scores of the best model, plots, metrics  ``tlkit/finetune/reports.py``
+                                                      (``tlkit/evaluation``)
 ==========  ========================================  ====================================
 
-Everything a run writes is written atomically; only the chief writes the run's outputs.
+Everything a run writes is written atomically, under the names :class:`tlkit.rundir.RunDir`
+gives; only the chief writes the run's outputs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ from tlkit.errors import UserError
 from tlkit.evaluation.page import write_report
 from tlkit.finetune.context import INPUTS_FILE, RunContext, place_run, resolve_run_dir
 from tlkit.finetune.evidence import Outcome, train_with_evidence
+from tlkit.finetune.freeze_choice import (
+    check_policies,
+    choose_freeze,
+    has_checkpoint,
+    linear_probe,
+    stage_summary,
+)
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
     build_run_model,
@@ -53,13 +63,6 @@ from tlkit.finetune.model import (
     make_route,
     trained_on,
     weights_source,
-)
-from tlkit.finetune.policy import (
-    check_policies,
-    choose_freeze,
-    has_checkpoint,
-    linear_probe,
-    stage_summary,
 )
 from tlkit.finetune.reports import final_reports, write_run_record
 from tlkit.freeze.freezer import Freezer

@@ -96,15 +96,11 @@ def _score_split(run_dir: Path, name: str, predicted, class_names: list[str], be
                  log: Callable[[str], None]) -> dict[str, Any]:
     """Split ``name``'s metrics entries from its ``(probabilities, labels)``; writes its
     confusion matrix and per-class tables."""
-    result = evaluate_predictions(*predicted, class_names)
-    plot_confusion_matrix(
-        run_dir / f"confusion_matrix{'' if name == 'val' else '_test'}.png",
-        result.matrix,
-        class_names,
-        title=f"{name} confusion matrix (rows: true class)",
-    )
-    write_per_class_csv(RunDir(run_dir).per_class(name), result.per_class)
-    atomic_write_text(run_dir / f"per_class_{name}.txt", format_per_class(result.per_class) + "\n")
+    result, run = evaluate_predictions(*predicted, class_names), RunDir(run_dir)
+    plot_confusion_matrix(run.confusion(name), result.matrix, class_names,
+                          title=f"{name} confusion matrix (rows: true class)")
+    write_per_class_csv(run.per_class(name), result.per_class)
+    atomic_write_text(run.per_class(name, ".txt"), format_per_class(result.per_class) + "\n")
     top5 = f", top-5 {result.top5:.4f}" if result.top5 is not None else ""
     log(f"{name}: top-1 {result.top1:.4f}{top5} on {result.count} images "
         f"(best epoch {best_epoch})")

@@ -58,7 +58,7 @@ class AutoThresholds(Section):
     That rule is only the prior. With pretrained weights, ``search: evidence`` (the default)
     compares the frozen backbone (its head cross-fitted on every labelled image) with
     fine-tuning, from ``finetune_from`` images per class, and keeps the rule's choice unless
-    the other wins on validation by ``margin_se`` standard errors (:mod:`tlkit.finetune.policy`);
+    the other wins on validation by ``margin_se`` standard errors (:mod:`tlkit.finetune.freeze_choice`);
     ``search: grid`` tries every freeze point on a held-out part of the training split
     (:mod:`tlkit.train.search`). Without pretrained weights ``auto`` is always ``none``: frozen
     random features are never what a user wants.

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tlkit.errors import TlkitError
 from tlkit.finetune.context import place_run
+from tlkit.finetune.freeze_choice import check_policies, decide, stage_summary
 from tlkit.finetune.inputs import prepare_inputs
 from tlkit.finetune.model import (
     build_run_model,
@@ -23,7 +24,6 @@ from tlkit.finetune.model import (
     checked_image_size,
     weights_source,
 )
-from tlkit.finetune.policy import check_policies, decide, stage_summary
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
 from tlkit.models.registry import get_model_info
@@ -64,7 +64,7 @@ def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = p
                       pretrained=pretrained)
     check_policies(freezer, plan)
     linear = is_linear_head(head_layers(model))
-    # the decision `tlkit finetune` makes, made by the same function (finetune/policy.py)
+    # the decision `tlkit finetune` makes, made by the same function (finetune/freeze_choice.py)
     decided = decide(recipe.freeze, plan, freezer, linear=linear,
                      multi_worker=recipe.train.strategy == "multi_worker")
     policy, searching = decided.policy, decided.method in ("evidence", "grid")
