@@ -14,6 +14,7 @@ from tlkit.train.probe import (
     holdout_split,
     is_linear_head,
     set_linear_head,
+    solve_path,
 )
 
 #: One step of the temperature grid, in log T (``TEMPERATURES`` is geometric).
@@ -173,3 +174,20 @@ def test_set_linear_head_puts_the_fit_into_a_keras_head():
     assert np.mean(np.argmax(probs, 1) == y) == pytest.approx(fit.train_accuracy, abs=1e-6)
     hidden = keras.layers.Dense(8)
     assert not is_linear_head([hidden, dense])
+
+
+def test_solve_path_gives_each_c_the_optimum_of_a_fit_from_zero():
+    """Fewer examples than features (a small folder's pooled features): the solver works in the
+    examples' row space and warm-starts along the C grid; each C's weights are still the
+    optimum of a plain fit on all the features (to a tight tolerance)."""
+    x, y = _blobs(n_per_class=6, classes=3, dim=40, spread=2.0)  # 18 rows, 40 columns
+    x = (x - x.mean(0)) / x.std(0)
+    cs = (0.01, 1.0, 0.1)  # not in order: the path sorts them
+    path = solve_path(x, y, cs, None, 3, tol=1e-10)
+    assert list(path) == sorted(cs)
+    for c in cs:
+        plain = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x.astype(np.float64), y)
+        coef, bias, converged = path[c]
+        assert converged and coef.shape == (3, 40)
+        np.testing.assert_allclose(coef, plain.coef_, atol=1e-5 * np.abs(plain.coef_).max())
+        np.testing.assert_allclose(bias, plain.intercept_, atol=1e-5 * np.abs(plain.coef_).max())

@@ -23,7 +23,8 @@ The out-of-fold predictions are the run's honest scores: every image is predicte
 that never saw it. A run reports them for its validation images (so ``metrics.json`` and the
 report keep their meaning) and over all images, with a standard error.
 
-Costs ``k x len(grid)`` solver fits on cached features (a few seconds on 1,000 images).
+Costs ``k x len(grid)`` solver fits on cached features, each fold's grid one warm-started path
+(:func:`tlkit.train.probe.solve_path`; about a second on 200 images of 1,280 features).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tlkit.train.probe import HeadFit, _solve, calibrate_temperature, standardiser
+from tlkit.train.probe import HeadFit, _solve, calibrate_temperature, solve_path, standardiser
 
 #: The L2 strengths tried (scikit-learn's C: larger is weaker regularisation).
 CROSS_FIT_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
@@ -187,13 +188,14 @@ def cross_fit_linear_head(
     logits: dict[tuple[float, bool], np.ndarray] = {}
     temperatures: dict[tuple[float, bool], float] = {}
     for mirrored in variants:
+        outs = {c: np.zeros((len(y), num_classes)) for c in cs}
+        for f in range(k):  # every C of a fold in one warm-started path (probe.solve_path)
+            held = fold == f
+            xs, ys, w = training_set(~held, mirrored)
+            for c, (coef, bias, _) in solve_path(xs, ys, cs, w, num_classes, tol=1e-4).items():
+                outs[c][held] = sx[held] @ coef.T + bias
         for c in cs:
-            out = np.zeros((len(y), num_classes))
-            for f in range(k):
-                held = fold == f
-                xs, ys, w = training_set(~held, mirrored)
-                coef, bias, _ = _solve(xs, ys, c, w, num_classes, tol=1e-4)
-                out[held] = sx[held] @ coef.T + bias
+            out = outs[c]
             t = calibrate_temperature(out, y)
             logits[c, mirrored], temperatures[c, mirrored] = out, t
             scores[c, mirrored] = (_log_loss(out / t, y), float(np.mean(out.argmax(axis=1) == y)))

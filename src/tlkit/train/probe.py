@@ -109,16 +109,60 @@ def holdout_split(
 
 
 def _solve(x, y, c, weight, num_classes, tol=1e-6):
+    """One fit: ``(coef [K, D], bias [K], converged)``; see :func:`solve_path`."""
+    return solve_path(x, y, (c,), weight, num_classes, tol)[c]
+
+
+def solve_path(x, y, cs, weight, num_classes, tol=1e-6) -> dict[float, tuple]:
+    """Multinomial logistic regression for every L2 strength of ``cs``: ``{C: (coef [K, D],
+    bias [K], converged)}``.
+
+    The fits run from the strongest regularisation to the weakest, each starting where the
+    previous one stopped (a warm start: the solution moves little from one C to the next, so a
+    fit takes a fraction of the steps of one from zero). With fewer examples than features (a
+    small folder's pooled features: 200 rows of 1,280), the solver works in the examples' own
+    row space (:func:`_row_space`), which gives the same optimum for a fraction of the work per
+    step. Measured on Lite0's features of 200 images at 224 px, the 71 fits of a cross-fitted
+    head: 5.6 s before, 1.1 s with both (benchmarks/frozen_finetune.py).
+    """
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=c, max_iter=MAX_ITER, tol=tol)
+    model = LogisticRegression(max_iter=MAX_ITER, tol=tol, warm_start=True)
+    out = {}
     # one BLAS thread: the solver's products are small, and OpenBLAS' threads beside
     # TensorFlow's made the same fit 11x slower on 2 cores (8.5 s against 0.76 s, measured on
     # 206 ResNet-50 features; benchmarks/frozen_finetune.py)
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore")  # ConvergenceWarning: reported through `converged`
-        model.fit(x, y, sample_weight=weight)
-    coef = np.zeros((num_classes, x.shape[1]))
+        z, basis = _row_space(np.asarray(x, np.float64))
+        for c in sorted(set(cs)):
+            model.set_params(C=c)
+            model.fit(z, y, sample_weight=weight)
+            coef, bias = _coefficients(model, num_classes)
+            converged = bool(np.all(np.asarray(model.n_iter_) < MAX_ITER))
+            out[c] = (coef if basis is None else coef @ basis, bias, converged)
+    return out
+
+
+def _row_space(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(z, basis)`` with ``x = z @ basis`` and ``basis``'s rows orthonormal, when ``x`` has
+    fewer rows than columns; else ``(x, None)``.
+
+    An L2-penalised linear model's weights lie in the span of its examples (the gradient of
+    the loss is a combination of them, so the optimum is too: the representer theorem), and
+    for weights ``a @ basis`` both the logits (``x @ w.T = z @ a.T``) and the penalty
+    (``|w| = |a|``) are the same. So fitting on ``z`` and mapping the weights back gives the
+    same optimum, with ``min(N, D)`` columns instead of ``D``.
+    """
+    if x.shape[0] >= x.shape[1]:
+        return x, None
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    return u * s, vt
+
+
+def _coefficients(model, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted scikit-learn model's ``(coef [K, D], bias [K])`` over all ``num_classes``."""
+    coef = np.zeros((num_classes, model.coef_.shape[1]))
     bias = np.zeros(num_classes)
     classes = model.classes_.astype(int)
     if len(classes) == 2 and model.coef_.shape[0] == 1:  # binary: one logit z = softmax of +-z/2
@@ -128,8 +172,7 @@ def _solve(x, y, c, weight, num_classes, tol=1e-6):
         coef[classes], bias[classes] = model.coef_, model.intercept_
         missing = np.setdiff1d(np.arange(num_classes), classes)
         bias[missing] = -1e3  # a class with no training example is never predicted
-    converged = bool(np.all(np.asarray(model.n_iter_) < MAX_ITER))
-    return coef, bias, converged
+    return coef, bias
 
 
 def standardiser(x: np.ndarray):
@@ -158,10 +201,9 @@ def _accuracy(x, y, coef, bias) -> float:
 def _choose_c(fitted, held_x, held_y, cs, num_classes: int) -> tuple[float, dict[float, float]]:
     """The ``C`` of ``cs`` with the best held-out accuracy (ties: the smallest, the strongest
     regularisation), and every ``C``'s score; ``fitted`` is ``(x, y, weights)``."""
-    scores = {}
-    for c in cs:  # choosing C by held-out accuracy: a looser tolerance (5-10x fewer steps)
-        coef, bias, _ = _solve(*fitted[:2], c, fitted[2], num_classes, tol=1e-4)
-        scores[c] = _accuracy(held_x, held_y, coef, bias)
+    # choosing C by held-out accuracy: a looser tolerance (5-10x fewer steps)
+    path = solve_path(*fitted[:2], cs, fitted[2], num_classes, tol=1e-4)
+    scores = {c: _accuracy(held_x, held_y, *path[c][:2]) for c in cs}
     best = max(scores.values())
     return min(c for c, s in scores.items() if s == best), scores
 
