@@ -318,6 +318,20 @@ def goal(at: dict, size: int) -> tuple[list, list]:
         f"{statistics.fmean(full):.2f}x the guide's time ({statistics.fmean(to_best):.2f}x the "
         f"time to its better phase)."
     ]
+    fixed = [m for m in FIXED if all(s in at.get(m, {}) for s in seeds)]
+    if fixed:
+        top = max(fixed, key=lambda m: statistics.fmean(at[m][s]["test_top1"] for s in seeds))
+        gap = [defaults[s]["test_top1"] - at[top][s]["test_top1"] for s in seeds]
+        spent = [defaults[s]["seconds"] / at[top][s]["seconds"] for s in seeds]
+        sd = f" ± {100 * statistics.stdev(gap):.1f}" if len(gap) > 1 else ""
+        ratios.append({"name": f"{size} px: defaults / the best fixed policy ({top}), wall time",
+                       "value": statistics.fmean(spent)})
+        notes.append(
+            f"{size} px, against the fixed policies: the best on these draws is {top} "
+            f"({100 * statistics.fmean(at[top][s]['test_top1'] for s in seeds):.1f} %); the "
+            f"defaults are {100 * statistics.fmean(gap):+.1f}{sd} points from it (paired; "
+            f"better on {sum(g > 0 for g in gap)}, equal on {sum(g == 0 for g in gap)} of "
+            f"{len(gap)} seeds), in {statistics.fmean(spent):.2f}x its time.")
     return ratios, notes
 
 
