@@ -279,6 +279,10 @@ def search_price(spec: str, root: Path, args) -> tuple[list, list, list]:
     size = int(size)
     folder, data, weights = prepare(root / f"search-{model}-{size}", model, size, args)
     auto, _ = timed(tlkit_command(model, size, weights, data, folder / "auto", args, "auto"))
+    if not (folder / "auto" / "freeze_search.json").exists():  # decided by rule: no search
+        return [], [], [f"--freeze auto at {model} {size}px on {args.images} images made no "
+                        f"freeze search (below 50 images per class it decides by rule): "
+                        f"{auto:.1f} s, nothing to price."]
     search = json.loads((folder / "auto" / "freeze_search.json").read_text())
     chosen = search.get("chosen") or search.get("choice")
     metrics = json.loads((folder / "auto" / "metrics.json").read_text())
@@ -314,7 +318,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate, tlkit and guide.")
-    parser.add_argument("--search", default="vgg16:32", help="MODEL:SIZE for the search price.")
+    parser.add_argument("--search", default="", help="MODEL:SIZE for the search price (auto "
+                        "searches from 50 images per class: raise --images to 500 or more).")
     args = harness.parse_args(parser, argv, QUICK)
     run = harness.Run(NAME, args, argv)
     rows, ratios, notes = [], [], []
