@@ -41,6 +41,11 @@ PAPER = {
     "resnet50": "3.8 GFLOPs; keras.applications 25,636,712",
     "resnet101": "7.6 GFLOPs; keras.applications 44,707,176",
     "resnet152": "11.3 GFLOPs; keras.applications 60,419,944",
+    # CIFAR ResNets (section 4.2, Table 6); the paper counts trainable weights (ours add BN's
+    # moving statistics); the plain twins have the same weights
+    **{f"{kind}{d}": f"{m}M params (Table 6){' as ResNet-' + str(d) if kind == 'plain' else ''}"
+       for kind in ("resnet", "plain")
+       for d, m in ((20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7))},
     **{
         f"efficientnet_lite{v}": f"{spec.params_m}M params, {spec.madds} MAdds; ImageNet top-1 "
         f"{spec.top1}% (int8 {spec.top1_int8}%)"
@@ -151,9 +156,13 @@ def main() -> None:
         "# Architectures",
         "",
         "Every architecture tlkit builds, with the paper's figures next to ours. Parameters count",
-        "weights and biases with 1000 classes (LeNet-5: 10) at the default input; MACs are multiply-adds of",
+        "weights and biases with 1000 classes (LeNet-5 and the CIFAR ResNets: 10) at the default input; MACs are multiply-adds of",
         "convolutions and dense layers for one image (the ResNet paper's \"FLOPs\"). Regenerate with",
         "`python scripts/make_architectures_doc.py`; the tests assert the exact figures.",
+        "",
+        "How the classic ones behave when trained (the degradation of plain networks, VGG's depth",
+        "and scale jitter, AlexNet's pooling and ensembles, the evaluation methods), measured at",
+        "small scale: [paper-claims.md](paper-claims.md).",
         "",
         "| id | family | paper | input | min input | parameters | GMACs | paper figures | ImageNet weights |",
         "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- |",

@@ -147,3 +147,14 @@ def test_registry_entries():
             groups = [g.name for g in info.freeze_groups if re.search(g.pattern, layer.name)]
             assert len(groups) == (0 if layer.name == "predictions" else 1), layer.name
     assert get_model_info("alexnet_2tower").build(include_top=False).name == "alexnet_2tower"
+
+
+def test_non_overlapping_pooling_is_2x2_stride_2_with_the_same_maps():
+    overlapping = alexnet.AlexNet()
+    plain = alexnet.AlexNet(overlapping_pooling=False)
+    for name in ("pool1", "pool2", "pool5"):
+        assert overlapping.get_layer(name).pool_size == (3, 3)
+        assert plain.get_layer(name).pool_size == (2, 2)
+        assert plain.get_layer(name).strides == (2, 2)
+        assert plain.get_layer(name).output.shape == overlapping.get_layer(name).output.shape
+    assert plain.count_params() == overlapping.count_params()

@@ -194,3 +194,17 @@ def test_imagenet_offline_names_the_official_file(tmp_path, monkeypatch):
         vgg.VGG16(include_top=False, weights="imagenet")
     with pytest.raises(UserError, match="no official ImageNet weights"):
         vgg.VGG13(include_top=False, weights="imagenet")
+
+
+def test_width_scales_every_layer_and_keeps_the_layout():
+    full = vgg.VGG("D", input_shape=(32, 32, 3), classes=10)
+    quarter = vgg.VGG("D", input_shape=(32, 32, 3), classes=10, width=0.25)
+    assert [layer.name for layer in quarter.layers] == [layer.name for layer in full.layers]
+    for layer in full.layers:
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense) and layer.name != "predictions":
+            units = getattr(layer, "filters", None) or layer.units
+            small = quarter.get_layer(layer.name)
+            assert (getattr(small, "filters", None) or small.units) == units // 4, layer.name
+    assert quarter.get_layer("predictions").units == 10
+    with pytest.raises(Exception, match="width must be positive"):
+        vgg.VGG("A", width=0)

@@ -154,3 +154,40 @@ def test_docs_list_every_recipe_key():
 
     missing = [k for k in leaves(flat) if f"`{k}`" not in doc]
     assert not missing, f"run scripts/make_recipes_doc.py; missing: {missing}"
+
+
+def test_backbone_args_reach_the_builder():
+    from tlkit.models.heads import build_transfer_model
+
+    r = resolve_recipe(["paper-vgg-32"], ["model.backbone=vgg13"])
+    assert r.model.backbone_args == {"width": 0.25}
+    info = r.model.backbone_info()
+    assert info.id == "vgg13" and info.kwargs["width"] == 0.25
+    model = build_transfer_model(info, 4, image_size=32, head=r.model.head)
+    assert model.get_layer("block5_conv1").filters == 128 and model.get_layer("fc1").units == 1024
+
+    r = resolve_recipe(["paper-alexnet-67"], ["model.backbone_args.overlapping_pooling=false"])
+    assert r.model.backbone_args == {"overlapping_pooling": False}
+    assert r.model.backbone_info().kwargs == {"overlapping_pooling": False}
+
+
+def test_backbone_args_tlkit_sets_or_the_builder_lacks_are_refused():
+    from tlkit.errors import UserError
+
+    with pytest.raises(RecipeError, match="input_shape: set by tlkit"):
+        resolve_recipe([], ["model.backbone=vgg16", "model.backbone_args.input_shape=3"])
+    r = resolve_recipe([], ["model.backbone=resnet20", "model.backbone_args.width=0.5"])
+    with pytest.raises(UserError, match="resnet20's builder takes no width; its own arguments are: none"):
+        r.model.backbone_info()
+
+
+def test_an_unknown_backbone_arg_is_a_clear_exit_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tlkit.cli.main", "plan", "--backbone", "alexnet", "--data",
+         "builtin:digits", "--set", "model.backbone_args.overlap=false"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "alexnet's builder takes no overlap" in done.stderr + done.stdout
+    assert "overlapping_pooling" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -68,7 +68,6 @@ from tlkit.finetune.reports import final_reports, write_run_record
 from tlkit.freeze.freezer import Freezer
 from tlkit.io import atomic_write_json
 from tlkit.models.heads import head_layers
-from tlkit.models.registry import get_model_info
 from tlkit.recipes import resolve_backbone, run_name
 from tlkit.recipes.regime import DEFAULT_NAME
 from tlkit.rundir import RunDir
@@ -124,7 +123,7 @@ def finetune(
     """
     started = time.time()
     recipe = resolve_backbone(recipe, log=log)
-    info = get_model_info(recipe.model.backbone)
+    info = recipe.model.backbone_info()
     size = checked_image_size(info, recipe.model.image_size)
     check_before_data(recipe, info, size)
     named = recipe.name == DEFAULT_NAME

@@ -26,7 +26,6 @@ from tlkit.finetune.model import (
 )
 from tlkit.freeze.freezer import Freezer
 from tlkit.models.heads import head_layers
-from tlkit.models.registry import get_model_info
 from tlkit.recipes import resolve_backbone
 from tlkit.train import TrainPlan, default_search_epochs, is_linear_head, plan_feature_cache
 from tlkit.weights import official_weights_path
@@ -44,7 +43,7 @@ RUN_DIR_STATUS = {
 def describe_plan(recipe, *, time_steps: int = 3, log: Callable[[str], None] = print) -> dict:
     """Print (through ``log``) and return what :func:`tlkit.finetune.finetune` would do."""
     recipe = resolve_backbone(recipe, log=log)
-    info = get_model_info(recipe.model.backbone)
+    info = recipe.model.backbone_info()
     size = checked_image_size(info, recipe.model.image_size)
     check_before_data(recipe, info, size)
     named, _, where, status = place_run(recipe)

@@ -120,6 +120,31 @@ class ModelInfo:
         if isinstance(self.builder, str):
             object.__setattr__(self, "builder", BuilderRef(self.builder))
 
+    def with_args(self, args: Mapping[str, Any]) -> ModelInfo:
+        """This entry with ``args`` added to its builder arguments (``model.backbone_args``).
+
+        Imports the builder (and Keras) to check the names against its signature.
+
+        Raises:
+            UserError: an argument the builder does not take, naming the ones it does.
+        """
+        import dataclasses
+        import inspect
+
+        from tlkit.errors import UserError
+
+        builder = self.builder.resolve() if isinstance(self.builder, BuilderRef) else self.builder
+        params = inspect.signature(builder).parameters
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            own = sorted(set(params) - {"include_top", "weights", "input_tensor", "input_shape",
+                                        "pooling", "classes", "classifier_activation", "name"})
+            raise UserError(
+                f"model.backbone_args: {self.id}'s builder takes no {', '.join(unknown)}; its own "
+                f"arguments are: {', '.join(own) or 'none'}"
+            )
+        return dataclasses.replace(self, kwargs={**dict(self.kwargs), **dict(args)})
+
     def build(self, **kwargs: Any):
         """Build the model with ``kwargs`` on top of the entry's own builder arguments."""
         return self.builder(**{**dict(self.kwargs), **kwargs})

@@ -20,6 +20,7 @@ from tlkit.models.facts import (
     lenet,
     nin,
     resnet,
+    resnet_cifar,
     vgg,
 )
 from tlkit.models.info import PREPROCESSING_MODES, FreezeGroup, ModelInfo
@@ -79,6 +80,8 @@ def build_model(model_id: str, **kwargs: Any):
 
 
 # The classic architectures first, then keras.applications' families: listings show them so.
-for _family in (alexnet, efficientnet_lite, googlenet, lenet, nin, resnet, vgg, applications):
+for _family in (
+    alexnet, efficientnet_lite, googlenet, lenet, nin, resnet, resnet_cifar, vgg, applications
+):
     for _info in _family.MODELS:
         register(_info)

@@ -66,6 +66,7 @@ def VGG(
     classifier_activation: str | None = "softmax",
     name: str | None = None,
     dropout: float = 0.0,
+    width: float = 1.0,
 ) -> keras.Model:
     """Build a VGG network from a row of the paper's Table 1.
 
@@ -86,11 +87,21 @@ def VGG(
             ``fc2_dropout``; the paper trains with 0.5). The default 0 adds no layers, so the
             model is layer for layer keras.applications' VGG; dropout has no weights, so
             either way the same weight files load and inference outputs are identical.
+        width: Multiplier of every layer's width (conv filters 64...512, fc 4096), rounded,
+            at least 1. The paper's networks are 1.0 (the only width the ImageNet weights
+            fit); ``0.25`` keeps each configuration's depth and layout at 1/16 of the
+            computation, for small-scale studies (docs/paper-claims.md).
 
     Returns:
         A functional ``keras.Model``.
     """
     cfg = _config(config)
+    if not width > 0:
+        raise UserError(f"VGG width must be positive, got {width!r}")
+
+    def scaled(units: int) -> int:
+        return max(1, round(units * width))
+
     official = OFFICIAL_WEIGHTS.get(cfg.model_id)
     if include_top and weights == "imagenet" and official and input_shape is not None:
         if tuple(input_shape[:2]) != (DEFAULT_SIZE, DEFAULT_SIZE):
@@ -101,12 +112,14 @@ def VGG(
 
     def body(x):
         for i, (filters, kernels) in enumerate(zip(WIDTHS, cfg.blocks, strict=True), start=1):
-            x = vgg_block(x, filters, kernels, lrn=cfg.lrn and i == 1, name=f"block{i}")
+            x = vgg_block(
+                x, scaled(filters), kernels, lrn=cfg.lrn and i == 1, name=f"block{i}"
+            )
         return x
 
     return build_backbone(
         body,
-        fc_top({"fc1": 4096, "fc2": 4096}, dropout=dropout),
+        fc_top({"fc1": scaled(4096), "fc2": scaled(4096)}, dropout=dropout),
         model_id=cfg.model_id,
         name=name or cfg.model_id,
         **application_args(locals()),
@@ -127,12 +140,14 @@ def _entry(config: str, model_name: str, doc: str):
         classifier_activation: str | None = "softmax",
         name: str = model_name,
         dropout: float = 0.0,
+        width: float = 1.0,
     ) -> keras.Model:
         return VGG(
             config,
             **application_args(locals()),
             name=name,
             dropout=dropout,
+            width=width,
         )
 
     build.__name__ = build.__qualname__ = model_name.upper()

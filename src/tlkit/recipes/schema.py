@@ -14,6 +14,7 @@ from tlkit.contract import PreprocessConfig
 from tlkit.data.config import DataConfig
 from tlkit.freeze.config import FreezeConfig
 from tlkit.models.head_config import HeadConfig
+from tlkit.models.info import ModelInfo
 from tlkit.models.registry import get_model_info
 from tlkit.section import Section
 from tlkit.train.config import TrainSection
@@ -30,6 +31,13 @@ class ModelSection(Section):
         None, ge=8, description="Square input side; default the architecture's own."
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
+    backbone_args: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Extra arguments of the backbone's builder, for variants the registry has "
+        "no id for: {width: 0.25} (VGG at a quarter of the width), {overlapping_pooling: false} "
+        "(AlexNet with 2x2/2 pooling). Checked against the builder when the model is built; "
+        "keras.applications' own arguments (input_shape, weights...) are tlkit's to set.",
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -37,6 +45,30 @@ class ModelSection(Section):
         if value.strip().lower() == "auto":
             return "auto"
         return get_model_info(value).id
+
+    @field_validator("backbone_args")
+    @classmethod
+    def _not_tlkits(cls, value: dict) -> dict:
+        taken = sorted(set(value) & set(RESERVED_BUILDER_ARGS))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by tlkit, not by backbone_args")
+        return value
+
+    def backbone_info(self) -> ModelInfo:
+        """The backbone's registry entry, with ``backbone_args`` added to its builder arguments.
+
+        Raises:
+            UserError: an argument the builder does not take (exit code 2 on the CLI).
+        """
+        info = get_model_info(self.backbone)
+        return info.with_args(self.backbone_args) if self.backbone_args else info
+
+
+#: Builder arguments tlkit sets itself (keras.applications' signature, and the entry's own).
+RESERVED_BUILDER_ARGS = (
+    "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
+    "classifier_activation", "name", "config", "aux_classifiers",
+)
 
 
 class WeightsSection(Section):
