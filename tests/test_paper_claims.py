@@ -20,7 +20,7 @@ import paper_claims  # noqa: E402
         ([0.05, -0.04, 0.01], False, "not measurable at this scale"),
         ([0.05, -0.04, 0.01], True, "reproduced"),  # "does not improve": no clear gain
         ([0.05, 0.06, 0.04], True, "contradicted"),
-        ([0.05], False, "not measured"),
+        ([0.05, 0.06], False, "not measured"),  # the issue asks for three seeds at least
     ],
 )
 def test_verdict_is_two_standard_errors_in_the_papers_direction(diffs, null, word):
@@ -28,7 +28,7 @@ def test_verdict_is_two_standard_errors_in_the_papers_direction(diffs, null, wor
 
 
 def test_every_comparison_names_arms_the_claim_trains():
-    derived = {"ensemble of 2", "ensemble of all", "single", "dense", "multicrop",
+    derived = {"ensemble", "single", "dense", "multicrop",
                "multicrop & dense"}
     for comp in paper_claims.COMPARISONS:
         arms = {a.name for a in paper_claims.ARMS.get(comp.claim, [])} | derived

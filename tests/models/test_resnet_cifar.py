@@ -78,3 +78,18 @@ def test_saved_model_loads_in_a_process_without_tlkit(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_stride_2_conv_is_centred_on_the_pixel_the_shortcut_keeps():
+    """With only its centre tap, the first conv of conv3 computes the shortcut's subsample."""
+    model = build_model("resnet20", include_top=False, input_shape=(33, 33, 3))
+    conv = model.get_layer("conv3_block1_1_conv")
+    kernel = np.zeros(conv.kernel.shape, "float32")
+    kernel[1, 1, np.arange(16), np.arange(16)] = 1.0
+    conv.kernel.assign(kernel)
+    x = model.get_layer("conv2_block3_out").output
+    probe = keras.Model(model.inputs, [x, conv.output, model.get_layer("conv3_block1_0_pad").output])
+    data = np.random.default_rng(2).uniform(size=(1, 33, 33, 3)).astype("float32")
+    feature, convolved, shortcut = (np.asarray(t) for t in probe(data))
+    np.testing.assert_allclose(convolved[..., :16], feature[:, ::2, ::2, :], atol=1e-6)
+    np.testing.assert_allclose(shortcut[..., :16], feature[:, ::2, ::2, :], atol=1e-6)

@@ -191,3 +191,21 @@ def test_an_unknown_backbone_arg_is_a_clear_exit_2(tmp_path):
     assert "alexnet's builder takes no overlap" in done.stderr + done.stdout
     assert "overlapping_pooling" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_the_paper_head_takes_the_recipes_dropout():
+    from tlkit.models.heads import build_transfer_model
+
+    for recipe_name, layer in (("paper-vgg-32", "fc1_dropout"), ("paper-alexnet-67", "fc6_dropout")):
+        r = resolve_recipe([recipe_name], ["model.head.dropout=0.3"])
+        model = build_transfer_model(r.model.backbone_info(), 4, image_size=r.model.image_size,
+                                     head=r.model.head)
+        assert model.get_layer(layer).rate == 0.3, recipe_name
+
+
+def test_backbone_args_cannot_redefine_a_registered_variant():
+    from tlkit.errors import UserError
+
+    r = resolve_recipe([], ["model.backbone=alexnet_2tower", "model.backbone_args.towers=1"])
+    with pytest.raises(UserError, match="towers is what makes alexnet_2tower itself"):
+        r.model.backbone_info()

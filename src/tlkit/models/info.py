@@ -143,6 +143,12 @@ class ModelInfo:
                 f"model.backbone_args: {self.id}'s builder takes no {', '.join(unknown)}; its own "
                 f"arguments are: {', '.join(own) or 'none'}"
             )
+        fixed = sorted(set(args) & set(self.kwargs))
+        if fixed:
+            raise UserError(
+                f"model.backbone_args: {', '.join(fixed)} is what makes {self.id} itself; pick "
+                "another backbone id (tlkit models) instead"
+            )
         return dataclasses.replace(self, kwargs={**dict(self.kwargs), **dict(args)})
 
     def build(self, **kwargs: Any):

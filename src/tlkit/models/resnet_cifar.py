@@ -7,7 +7,8 @@ He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 201
 As the paper: 3x3 convs without bias, each followed by BatchNormalization (and ReLU except
 before an addition), He-normal initialisation, identity shortcuts everywhere (option A: where
 a stage halves the map and doubles the filters, the shortcut takes every other pixel and pads
-the new channels with zeros). The shortcut is made of Keras' own layers (a 1x1/2 max pool, a
+the new channels with zeros). A stride-2 conv pads one pixel on every side, as the paper's
+Torch code, so that its output pixel i is centred on the input pixel 2i the shortcut keeps. The shortcut is made of Keras' own layers (a 1x1/2 max pool, a
 ``Rescaling(0)`` for the zeros and a ``Concatenate``), so the model saves and loads without
 custom objects. Layer names follow :mod:`tlkit.models.resnet` (``conv3_block1_1_conv``).
 """
@@ -32,11 +33,16 @@ INITIALIZER = "he_normal"
 
 
 def _conv_bn(x, filters: int, strides: int, name: str, relu: bool = True):
+    if strides != 1:
+        # One pixel on every side, as the paper's Torch (Keras' "same" would pad only the
+        # bottom and right at stride 2, centring output i on input 2i + 1): output i is
+        # centred on input 2i, the pixel the identity shortcut keeps.
+        x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     x = layers.Conv2D(
         filters,
         3,
         strides=strides,
-        padding="same",
+        padding="same" if strides == 1 else "valid",
         use_bias=False,
         kernel_initializer=INITIALIZER,
         name=f"{name}_conv",
