@@ -414,6 +414,10 @@ def write_doc(doc: dict, figures_written: list[Path]) -> None:
              "train_per_class": given["per_class"] - round(given["per_class"] / 5),
              "seeds": given["seeds"].replace(",", ", "), "test_images": f"{given['test_images']:,}",
              "eval_images": f"{given['eval_images']:,}"}
+    parts["summary"] = harness.markdown_table({
+        "columns": ["claim", "comparison", "measured", "verdict"],
+        "rows": [[row[0], row[1], row[3], f"**{row[4]}**"] for row in (verdicts or {}).get(
+            "rows", [])]}) if verdicts else "*Nothing measured yet.*"
     for claim in (*ARMS, "evaluation"):
         rows = by_claim.get(claim, [])
         verdict_table = harness.markdown_table({"columns": ["comparison", "paper", "measured",
