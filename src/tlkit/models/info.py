@@ -8,11 +8,14 @@ the builder's module, with Keras, is imported the first time the builder is call
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlkit.errors import UserError
 from tlkit.weights import ImageNetWeights
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
@@ -128,11 +131,6 @@ class ModelInfo:
         Raises:
             UserError: an argument the builder does not take, naming the ones it does.
         """
-        import dataclasses
-        import inspect
-
-        from tlkit.errors import UserError
-
         builder = self.builder.resolve() if isinstance(self.builder, BuilderRef) else self.builder
         params = inspect.signature(builder).parameters
         unknown = sorted(set(args) - set(params))
