@@ -74,7 +74,7 @@ def build_transfer_model(
                     f"{info.aux_min_size}x{info.aux_min_size}; image_size is {size}"
                 )
             extra["aux_classifiers"] = True
-        if "dropout" not in info.kwargs and _takes(info, "dropout"):
+        if "dropout" not in info.kwargs and "dropout" in info.builder_parameters():
             extra["dropout"] = dropout  # VGG's, AlexNet's, ZFNet's own fc dropout
         base = info.build(include_top=True, weights=None, input_tensor=x, classes=num_classes,
                           **extra)
@@ -92,14 +92,6 @@ def build_transfer_model(
         y = layers.Dropout(dropout, name="head_dropout")(y)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(y)
     return keras.Model(inputs, outputs, name=f"{info.id}_transfer")
-
-
-def _takes(info: ModelInfo, argument: str) -> bool:
-    """Whether ``info``'s builder has a parameter named ``argument``."""
-    import inspect
-
-    builder = info.builder.resolve() if hasattr(info.builder, "resolve") else info.builder
-    return argument in inspect.signature(builder).parameters
 
 
 def _float32_output(layer) -> None:

@@ -123,6 +123,11 @@ class ModelInfo:
         if isinstance(self.builder, str):
             object.__setattr__(self, "builder", BuilderRef(self.builder))
 
+    def builder_parameters(self) -> Mapping[str, inspect.Parameter]:
+        """The builder's parameters by name (imports the builder, and Keras)."""
+        builder = self.builder.resolve() if isinstance(self.builder, BuilderRef) else self.builder
+        return inspect.signature(builder).parameters
+
     def with_args(self, args: Mapping[str, Any]) -> ModelInfo:
         """This entry with ``args`` added to its builder arguments (``model.backbone_args``).
 
@@ -131,8 +136,7 @@ class ModelInfo:
         Raises:
             UserError: an argument the builder does not take, naming the ones it does.
         """
-        builder = self.builder.resolve() if isinstance(self.builder, BuilderRef) else self.builder
-        params = inspect.signature(builder).parameters
+        params = self.builder_parameters()
         unknown = sorted(set(args) - set(params))
         if unknown:
             own = sorted(set(params) - {"include_top", "weights", "input_tensor", "input_shape",
