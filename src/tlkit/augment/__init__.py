@@ -34,6 +34,8 @@ _LAZY = {
     "augmentation_layer": "tlkit.augment.layer",
     "preview_grid": "tlkit.augment.preview",
     "build_compose": "tlkit.augment.albumentations_backend",
+    "rand_augment": "tlkit.augment.policies",
+    "trivial_augment": "tlkit.augment.policies",
     **{
         name: "tlkit.augment.pixels" if name in _PIXEL_OPS else "tlkit.augment.ops"
         for name in (

@@ -1,8 +1,9 @@
 """The object the data pipeline calls: per-image ops, then batched ops.
 
-``per_image`` runs the geometric ops and, by default, mirror / colour shift / PCA colour (one
-image stays in cache through the chain); ``per_batch`` runs mixup / cutmix (and the pixel ops
-when built with ``pixel_ops="per_batch"``). The pipeline calls both, always.
+``per_image`` runs the geometric ops, RandAugment / TrivialAugment and, by default, mirror /
+colour shift / PCA colour (one image stays in cache through the chain); ``per_batch`` runs
+mixup / cutmix (and the pixel ops when built with ``pixel_ops="per_batch"``). The pipeline calls
+both, always.
 
 Typical tf.data use (``augmenter.apply`` does exactly this)::
 
@@ -20,10 +21,10 @@ from typing import Literal
 
 import tensorflow as tf
 
-from tlkit.augment import ops, pixels
+from tlkit.augment import ops, pixels, policies
 from tlkit.augment.albumentations_backend import AlbumentationsRunner
 from tlkit.augment.config import CROP_LOAD_RATIO, AugmentConfig
-from tlkit.augment.pca import IMAGENET_PCA, PCAStats
+from tlkit.augment.pca import PCAStats, resolve_pca_stats  # re-exported here too
 from tlkit.errors import UserError
 from tlkit.imageops import decode_rgb, decode_window, seed_stream, whole_image
 
@@ -55,6 +56,7 @@ class Augmenter:
         self.seed = int(seed)
         self.pixel_ops = pixel_ops
         self._albumentations = None
+        self._policy = policies.policy_for(config)  # per image, in per_image or the layer
         self._check()
         if config.backend == "albumentations":
             self._albumentations = AlbumentationsRunner(config.albumentations, self.image_size)
@@ -136,9 +138,9 @@ class Augmenter:
 
         Geometric ops in order: scale jitter (the ``[L, L]`` image's shortest side to S),
         rotation and shear, local warp, random crop to ``image_size`` (without crop or jitter,
-        a resize to ``image_size`` if needed). Then, when :attr:`pixel_ops_per_image`, mirror,
-        colour shift and PCA colour, clipped to 0..255. Returns :attr:`output_dtype` (float32
-        by default).
+        a resize to ``image_size`` if needed). Then RandAugment / TrivialAugment (``device:
+        pipeline``) and, when :attr:`pixel_ops_per_image`, mirror, colour shift and PCA colour,
+        clipped to 0..255. Returns :attr:`output_dtype` (float32 by default).
         """
         seed = self._fold(seed)
         if self._albumentations is not None:
@@ -204,6 +206,8 @@ class Augmenter:
         return tf.ensure_shape(x, [size, size, 3])
 
     def _finish(self, x, pixel_seeds, mirrored: bool) -> tf.Tensor:
+        if self._policy is not None and self.config.device == "pipeline":
+            x = self._policy(x, pixel_seeds[0])
         if self.pixel_ops_per_image:
             x = self._pixels_one(x, pixel_seeds, mirrored=mirrored)
         return tf.ensure_shape(self._output(x), [self.image_size, self.image_size, 3])
@@ -329,10 +333,13 @@ class Augmenter:
         return self._output(tf.convert_to_tensor(images)), labels
 
     def per_batch_pixels(self, images, seed, *, fold: bool = True) -> tf.Tensor:
-        """Mirror, colour shift and PCA colour on a batch; float32, clipped to 0..255."""
+        """Mirror, colour shift and PCA colour on a batch; float32, clipped to 0..255. With
+        ``device: model`` the policy (RandAugment / TrivialAugment) runs first, per image."""
         c = self.config
         seeds = ops.split_seed(self._fold(seed) if fold else seed, 6)
         x = tf.convert_to_tensor(images)
+        if self._policy is not None and self.config.device == "model":
+            x = policies.per_image(self._policy, x, seeds[0])
         if c.mirror.enabled:
             x = ops.flip_left_right(x, c.mirror.p, seeds[0])
         x = tf.cast(x, tf.float32)
@@ -393,18 +400,6 @@ class Augmenter:
             return ds
         ds = tf.data.Dataset.zip((ds, seed_stream(seed + 1)))
         return ds.map(lambda b, s: self.per_batch(b[0], b[1], s), num_parallel_calls=autotune)
-
-
-def resolve_pca_stats(config: AugmentConfig, pca: PCAStats | None = None) -> PCAStats | None:
-    """The PCA statistics to use: ``pca`` if given, else the config's (``imagenet`` or a dict)."""
-    if pca is not None:
-        return pca if isinstance(pca, PCAStats) else PCAStats.from_dict(pca)
-    stats = config.pca_colour.stats
-    if stats is None:
-        return None
-    if stats == "imagenet":
-        return IMAGENET_PCA
-    return PCAStats.from_dict(stats)
 
 
 def build_augmenter(

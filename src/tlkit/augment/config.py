@@ -165,6 +165,28 @@ class CutmixConfig(Section):
     alpha: float = Field(1.0, gt=0.0)
 
 
+class RandAugmentConfig(Section):
+    """RandAugment (Cubuk et al. 2020): ``num_ops`` ops drawn per image, each at ``magnitude``.
+
+    The ops and their ranges are torchvision's 14 (identity, shear x/y, translate x/y, rotate,
+    brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize);
+    ``magnitude`` is M on the paper's and torchvision's 0..30 scale (ImageNet: N=2, M=9). Runs
+    after the crop, per image (see :mod:`tlkit.augment.policies`).
+    """
+
+    enabled: bool = False
+    num_ops: int = Field(2, ge=1, le=10, description="N: ops applied per image, drawn per image.")
+    magnitude: int = Field(9, ge=0, le=30, description="M on the 0..30 scale (torchvision, timm).")
+
+
+class TrivialAugmentConfig(Section):
+    """TrivialAugment Wide (Müller & Hutter 2021): one op per image, drawn uniformly from the same
+    14 (identity included), at a strength drawn uniformly per image from the 31 levels 0..30
+    (torchvision's ``TrivialAugmentWide`` ranges). Nothing to tune: that is the point."""
+
+    enabled: bool = False
+
+
 class AlbumentationsOp(Section):
     """One albumentations transform: its class name and keyword arguments."""
 
@@ -201,13 +223,16 @@ class AugmentConfig(Section):
     """The ``augment:`` recipe section.
 
     Geometric ops (scale jitter, crop, rotation, shear, warp) run per image in the tf.data
-    pipeline; pixel ops (mirror, colour shift, PCA colour) and mixing ops (mixup, cutmix) run on
-    whole batches. ``device: model`` moves the pixel ops into a Keras layer that runs on the
+    pipeline; the policies (RandAugment, TrivialAugment) run per image after the crop; pixel ops
+    (mirror, colour shift, PCA colour) and mixing ops (mixup, cutmix) run on whole batches.
+    ``device: model`` moves the policies and the pixel ops into a Keras layer that runs on the
     accelerator (training only); the mixing ops need labels and stay in the pipeline.
     """
 
     preset: str | None = Field(
-        None, description="Start from a preset: none, light, paper_alexnet, paper_vgg, strong."
+        None,
+        description="Start from a preset: none, light, paper_alexnet, paper_vgg, strong, "
+        "randaugment, trivialaugment.",
     )
     mirror: MirrorConfig = Field(default_factory=MirrorConfig)
     crop: CropConfig = Field(default_factory=CropConfig)
@@ -219,6 +244,8 @@ class AugmentConfig(Section):
     warp: WarpConfig = Field(default_factory=WarpConfig)
     mixup: MixupConfig = Field(default_factory=MixupConfig)
     cutmix: CutmixConfig = Field(default_factory=CutmixConfig)
+    rand_augment: RandAugmentConfig = Field(default_factory=RandAugmentConfig)
+    trivial_augment: TrivialAugmentConfig = Field(default_factory=TrivialAugmentConfig)
     backend: Literal["tf", "albumentations"] = "tf"
     albumentations: AlbumentationsConfig | None = None
     device: Literal["pipeline", "model"] = Field(
@@ -240,6 +267,17 @@ class AugmentConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> AugmentConfig:
+        policies = [n for n in POLICIES if getattr(self, n).enabled]
+        if len(policies) > 1:
+            raise ValueError(
+                "rand_augment and trivial_augment are alternatives: enable one of them"
+            )
+        if policies and self.backend != "tf":
+            # albumentations 2.0.8 has neither A.RandAugment nor A.TrivialAugmentWide
+            raise ValueError(
+                f"{policies[0]} runs on backend 'tf' only (albumentations has no RandAugment or "
+                "TrivialAugmentWide transform): set backend: tf, or leave the policy out"
+            )
         if self.backend == "albumentations":
             if self.albumentations is None:
                 raise ValueError(
@@ -282,7 +320,9 @@ class AugmentConfig(Section):
 GEOMETRIC_OPS = ("scale_jitter", "crop", "rotation", "shear", "warp")
 PIXEL_OPS = ("mirror", "colour_shift", "pca_colour")
 MIX_OPS = ("mixup", "cutmix")
-OP_ORDER = ("scale_jitter", "rotation", "shear", "warp", "crop", *PIXEL_OPS, *MIX_OPS)
+#: Whole augmentation policies, run per image on the cropped image (tlkit.augment.policies).
+POLICIES = ("rand_augment", "trivial_augment")
+OP_ORDER = ("scale_jitter", "rotation", "shear", "warp", "crop", *POLICIES, *PIXEL_OPS, *MIX_OPS)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -311,6 +351,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "mixup": {"enabled": True, "alpha": 0.2},
     },
+    # flip + crop + the policy, as the timm and torchvision training recipes use them
+    "randaugment": {
+        "mirror": {"enabled": True},
+        "crop": {"enabled": True},
+        "rand_augment": {"enabled": True, "num_ops": 2, "magnitude": 9},
+    },
+    "trivialaugment": {
+        "mirror": {"enabled": True},
+        "crop": {"enabled": True},
+        "trivial_augment": {"enabled": True},
+    },
 }
 
 
@@ -320,7 +371,11 @@ def augment_preset(name: str, **overrides: Any) -> AugmentConfig:
     Presets: ``none``; ``light`` (mirror + random crop); ``paper_alexnet`` (mirror, 256->224
     crop, PCA colour with sigma 0.1; Krizhevsky et al. 2012, section 4.1); ``paper_vgg``
     (multi-scale jitter S in [256, 512], mirror, RGB colour shift; Simonyan & Zisserman 2015,
-    section 3.1); ``strong`` (jitter, rotation, shear, colour jitter, mirror, mixup).
+    section 3.1); ``strong`` (jitter, rotation, shear, colour jitter, mirror, mixup);
+    ``randaugment`` (mirror, random crop, then RandAugment N=2, M=9 per image; Cubuk et al.
+    2020) and ``trivialaugment`` (mirror, random crop, then TrivialAugment Wide per image;
+    Müller & Hutter 2021): flip + crop + the policy, as the timm and torchvision recipes do.
+    Both policies are tlkit's own TensorFlow ops (:mod:`tlkit.augment.policies`), backend tf.
 
     Raises:
         UnknownNameError: ``name`` is not a preset.

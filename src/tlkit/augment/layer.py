@@ -1,6 +1,7 @@
 """Augmentation as a Keras layer, for ``device: model`` (the batched ops on the accelerator).
 
-The layer runs mirror, colour shift and PCA colour when ``training=True`` and is the identity
+The layer runs RandAugment / TrivialAugment (one draw per image), mirror, colour shift and PCA
+colour when ``training=True`` and is the identity
 otherwise. It is never part of the saved inference model: the trainer wraps the model for
 training with :func:`with_augmentation` and saves the inner model. The layer is still registered
 as serializable (``tlkit>AugmentationLayer``), so a saved training wrapper loads too. It uses
@@ -21,7 +22,8 @@ from tlkit.augment.pca import PCAStats
 
 @keras.saving.register_keras_serializable(package="tlkit")
 class AugmentationLayer(keras.layers.Layer):
-    """Batched pixel augmentation (0..255 images in, float32 0..255 out) while training.
+    """Batched pixel augmentation and the per-image policies (0..255 images in, float32 0..255
+    out) while training.
 
     Args:
         config: The ``augment`` section (or its dict). Mixing ops (mixup, cutmix) need labels

@@ -160,3 +160,16 @@ def _image_part(element: Any) -> Any:
     if isinstance(element, Mapping):
         return element["image"]
     return element
+
+
+def resolve_pca_stats(config, pca: PCAStats | Mapping | None = None) -> PCAStats | None:
+    """The PCA statistics to use: ``pca`` if given, else the ``augment`` section's
+    ``pca_colour.stats`` (``imagenet`` or a dict); None when there are none."""
+    if pca is not None:
+        return pca if isinstance(pca, PCAStats) else PCAStats.from_dict(pca)
+    stats = config.pca_colour.stats
+    if stats is None:
+        return None
+    if stats == "imagenet":
+        return IMAGENET_PCA
+    return PCAStats.from_dict(stats)

@@ -21,7 +21,9 @@ def augment() -> None:
 )
 @click.option("--set", "sets", multiple=True, help="Override: augment.mirror.p=0.3 (repeatable).")
 @click.option(
-    "--preset", help="Augmentation preset: none, light, paper_alexnet, paper_vgg, strong."
+    "--preset",
+    help="Augmentation preset: none, light, paper_alexnet, paper_vgg, strong, randaugment, "
+    "trivialaugment.",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option(

@@ -54,6 +54,7 @@ from tlkit.finetune.freeze_choice import (
     stage_summary,
 )
 from tlkit.finetune.inputs import prepare_inputs
+from tlkit.finetune.lr_find import resolve_suggested_lr
 from tlkit.finetune.model import (
     build_run_model,
     check_before_data,
@@ -177,6 +178,8 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
             model, info, recipe.weights, source=source.path, include_top=head.type == "paper",
             run=run, log=log,
         )
+        plan, lr_record = resolve_suggested_lr(
+            recipe, plan, model, freezer, inputs, images, run=run, log=log)
         chosen = choose_freeze(recipe, plan, model, freezer, inputs, run=run, log=log)
         plan = chosen.plan
         outcome = None
@@ -211,6 +214,9 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
         freeze_search=(outcome.evidence.to_dict() if outcome.evidence
                        else chosen.search.to_dict() if chosen.search else None),
     )
+    if lr_record is not None:
+        metrics["lr_find"] = {k: lr_record[k] for k in ("lr", "note", "policy", "rule",
+                                                         "suggestions", "stopped")}
     if route_choice is not None and route_choice.frozen and not route_choice.use:
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / RunDir.METRICS, metrics)
