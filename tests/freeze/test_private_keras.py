@@ -257,13 +257,13 @@ def test_the_replica_build_override_is_installed_on_the_tested_keras_and_warns_w
     Keras without it the override would be set and never called, so it says so instead."""
     import types
 
-    from tlkit.train.trainer import _build_from_first_replica
+    from tlkit.train.strategy import build_from_first_replica
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _build_from_first_replica(model)
+        build_from_first_replica(model)
     assert isinstance(model.__dict__["_maybe_symbolic_build"], types.MethodType)
     with pytest.warns(RuntimeWarning, match="_maybe_symbolic_build"):
-        _build_from_first_replica(types.SimpleNamespace())
+        build_from_first_replica(types.SimpleNamespace())

@@ -36,7 +36,7 @@ POINTS = {
     "checkpoint-before-state": ("tlkit.train.state", "TrainState.save", 3, "before"),
     "checkpoint-before-prune": ("tlkit.train.trainer", "prune_checkpoints", 4, "before"),
     "best-model-before-rename": ("keras", "Model.save", 1, "after"),
-    "stage-2-compiled": ("tlkit.train.trainer", "Trainer._prepare_stage", 2, "after"),
+    "stage-2-compiled": ("tlkit.train.trainer", "Trainer.prepare_stage", 2, "after"),
     "calibration": ("tlkit.evaluation.calibration", "plot_reliability", 1, "after"),
     "report": ("tlkit.finetune", "write_report", 1, "before"),
     "second-checkpoint-done": ("tlkit.train.trainer", "prune_checkpoints", 2, "after"),

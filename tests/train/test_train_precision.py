@@ -100,7 +100,7 @@ def test_custom_loop_scales_the_loss_and_unscales_the_gradients_under_mixed_floa
 def test_jit_compile_reaches_compile_and_the_custom_loop(tmp_path):
     recipe = tiny_recipe(jit_compile=True)
     trainer = tiny_trainer(tmp_path, recipe)
-    trainer._prepare_stage(0, trainer.stages[0])
+    trainer.prepare_stage(0, trainer.stages[0])
     assert trainer.model.jit_compile is True
     loop = CustomLoop(
         trainer.model, trainer.model.optimizer, 0.0, trainer.strategy, jit_compile=True
@@ -110,6 +110,6 @@ def test_jit_compile_reaches_compile_and_the_custom_loop(tmp_path):
     logs, ran = loop.run_epoch(ds, ds)
     assert ran == 2 and np.isfinite(logs["loss"]) and 0 <= logs["val_accuracy"] <= 1
     off = tiny_trainer(tmp_path / "off", tiny_recipe(jit_compile=False))
-    off._prepare_stage(0, off.stages[0])
+    off.prepare_stage(0, off.stages[0])
     assert off.model.jit_compile is False
     assert not CustomLoop(off.model, off.model.optimizer, 0.0, off.strategy)._gradients._jit_compile

@@ -20,6 +20,23 @@ def recipe_options(func):
     )(func)
 
 
+class LearningRate(click.ParamType):
+    """A positive number, or ``suggested`` (the range test picks it before training)."""
+
+    name = "LR|suggested"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "suggested":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'suggested'", param, ctx)
+        if not number > 0:
+            self.fail(f"{value!r} must be above 0", param, ctx)
+        return number
+
+
 def run_options(func):
     """The flags of a run (each sets one recipe key, see ``tlkit.recipes.FLAG_KEYS``)."""
     options = [
@@ -29,7 +46,7 @@ def run_options(func):
         click.option("--weights", help="auto | imagenet | none | PATH (.h5, .weights.h5, .keras) | RUN_DIR (a previous run)."),
         click.option("--epochs", type=click.IntRange(min=1)),
         click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+        click.option("--lr", type=LearningRate(), help="Learning rate, or 'suggested': a learning-rate range test picks it (tlkit lr-find shows the curve)."),
         click.option("--image-size", type=click.IntRange(min=8), help="Square input side."),
         click.option("--output", type=click.Path(file_okay=False), help="Run directory (default runs/<name>)."),
         click.option("--name", help="Run name (default: the recipe's, else <backbone>-<data>)."),
@@ -122,3 +139,40 @@ def plan(recipes, sets, no_timing, **flags) -> None:
     log = lambda m: click.echo(m)  # noqa: E731
     recipe = resolve_run_recipe(recipes, sets, flags, log=log)
     describe_plan(recipe, time_steps=0 if no_timing else 3, log=log)
+
+
+@click.command("lr-find")
+@run_options
+@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-6,
+              show_default=True, help="The test's first rate.")
+@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="The test's last rate (it stops earlier if the loss diverges).")
+@click.option("--steps", type=click.IntRange(min=10), default=60, show_default=True,
+              help="Batches, one per rate, spaced evenly in log.")
+@click.option("--rule", type=click.Choice(["valley", "steep", "minimum"]), default="valley",
+              show_default=True, help="How the suggestion is read off the curve (fastai's rules).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where lr_find.png and lr_find.json go (default runs/<name>-lr-find).")
+@handle_errors
+def lr_find(recipes, sets, start_lr, end_lr, steps, rule, out_dir, **flags) -> None:
+    """Find a learning rate: the range test on the run's model, freeze policy and data.
+
+    Takes the options of `tlkit finetune`. The learning rate grows exponentially over a
+    short run of training steps; the loss curve goes to a PNG and the terminal, with the
+    suggested rate and the rule that picked it. Nothing but its own folder is written.
+
+    \b
+    Examples:
+      tlkit lr-find --data ./photos --freeze none
+      tlkit finetune --data ./photos --freeze none --lr 0.0003     # the rate it suggested
+      tlkit finetune --data ./photos --freeze none --lr suggested  # or test and use it in one go
+    """
+    quiet_tensorflow()
+    from tlkit.finetune.lr_find import lr_find as find
+    from tlkit.recipes import resolve_run_recipe
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    recipe = resolve_run_recipe(recipes, sets, flags, log=log)
+    result = find(recipe, out_dir=out_dir, start=start_lr, end=end_lr, steps=steps, rule=rule,
+                  log=log)
+    click.echo(result.describe())

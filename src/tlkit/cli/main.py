@@ -19,6 +19,7 @@ COMMANDS = {
     "finetune": "tlkit.cli.finetune:finetune",
     "pretrain": "tlkit.cli.finetune:pretrain",
     "plan": "tlkit.cli.finetune:plan",
+    "lr-find": "tlkit.cli.finetune:lr_find",
     "recipes": "tlkit.cli.recipes:recipes",
     "predict": "tlkit.cli.predict:predict",
     "evaluate": "tlkit.cli.predict:evaluate",
@@ -75,6 +76,7 @@ def cli() -> None:
       tlkit finetune --backbone vgg16 --freeze 10 --data ./mydata
       tlkit plan --backbone resnet18 --data ./mydata   what a fine-tune would do, no training
       tlkit pretrain --backbone resnet18 --data BIG     a backbone of your own, to transfer from
+      tlkit lr-find --data ./mydata --freeze none        the learning-rate range test, its curve
       tlkit predict runs/digits-demo IMAGE  classify images with a finished run
       tlkit export runs/digits-demo --format onnx   a checked ONNX (or SavedModel, TFLite)
       tlkit report runs/digits-demo         one self-contained report.html of the run

@@ -25,6 +25,7 @@ A recipe with its own ``freeze.stages`` gets exactly those stages.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -225,7 +226,9 @@ def stage_summary(plan: TrainPlan, probe_first: bool) -> list[str]:
     if probe_first:
         lines.append("linear probe: the head fitted on frozen features (solver, to convergence)")
     for i, stage in enumerate(plan.stages, 1):
-        lines.append(f"stage {i}: policy {stage.policy}, {stage.epochs} epochs at lr {stage.lr:g}")
+        lr = ("the suggested lr (a range test before training)" if math.isnan(stage.lr)
+              else f"lr {stage.lr:g}")
+        lines.append(f"stage {i}: policy {stage.policy}, {stage.epochs} epochs at {lr}")
     return lines
 
 

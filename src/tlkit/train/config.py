@@ -6,16 +6,24 @@ what the trainer is given; it is derived from this section (and ``freeze``) once
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tlkit.section import Section
 
+#: ``train.optimizer.lr: suggested`` (``--lr suggested``): the learning-rate range test picks
+#: the rate before training (:mod:`tlkit.finetune.lr_find`).
+SUGGESTED = "suggested"
+
 
 class OptimizerConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: Annotated[float, Field(gt=0)] | Literal["suggested"] = Field(
+        1e-3,
+        description="Learning rate, or suggested: a learning-rate range test on the run's "
+        "model, policy and data picks it before training (tlkit lr-find shows the curve).",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the papers use 0.9).")
     nesterov: bool = False
     weight_decay: float = Field(
@@ -33,12 +41,26 @@ class ScheduleConfig(Section):
     warmup_epochs: float = Field(0.0, ge=0, description="cosine/onecycle: linear warmup.")
 
 
+class EMAConfig(Section):
+    """An exponential moving average of the weights (Keras optimizers' ``use_ema``), used to
+    validate, to pick the best epoch and in ``model.keras``; training continues on the raw
+    weights."""
+
+    enabled: bool = False
+    momentum: float | None = Field(
+        None, gt=0, lt=1,
+        description="Weight of the old average per step; default from the run's length: "
+        "1 - 1/max(10, steps per epoch), at most 0.999 (an average over about one epoch).",
+    )
+
+
 class TrainSection(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1, description="Global batch (split across replicas).")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    ema: EMAConfig = Field(default_factory=EMAConfig)
     early_stopping: int | None = Field(
         None, ge=1, description="Stop after this many epochs without validation improvement."
     )

@@ -154,7 +154,8 @@ class CustomLoop:
         Args:
             train_ds, val_ds: Globally batched datasets (``val_ds`` may be None).
             callbacks: Keras callbacks whose ``on_train_batch_begin`` and
-                ``on_train_batch_end`` run around every step, as under ``Model.fit`` (the
+                ``on_train_batch_end`` run around every step, and ``on_test_begin`` and
+                ``on_test_end`` around validation, as under ``Model.fit`` (the
                 trainer's hooks set the learning rate, guard against NaN and checkpoint
                 there); ``logs["loss"]`` is the epoch's mean loss so far.
 
@@ -177,8 +178,12 @@ class CustomLoop:
                 break
         logs = self._logs(totals.numpy())
         if val_ds is not None:
+            for callback in callbacks:  # as Model.fit: the weights' average, BatchNorm
+                callback.on_test_begin()
             val_totals = tf.zeros([4])
             for batch in self._dist(val_ds):
                 val_totals += self._eval_step(batch)
             logs.update(self._logs(val_totals.numpy(), "val_"))
+            for callback in callbacks:
+                callback.on_test_end()
         return logs, ran

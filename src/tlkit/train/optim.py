@@ -10,15 +10,25 @@ import keras
 NO_DECAY = ["bias", "gamma", "beta"]
 
 
-def build_optimizer(cfg, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
+def build_optimizer(
+    cfg, learning_rate: float | None = None, ema_momentum: float | None = None
+) -> keras.optimizers.Optimizer:
     """Keras optimizer from an ``OptimizerConfig``.
 
     Weight decay (the papers' 5e-4) is applied to convolution and dense kernels only, not to
     biases or BatchNorm parameters. Keras applies it decoupled (``w -= lr * wd * w``), which for
     SGD is the gradient of an L2 penalty of ``wd / 2 * |w|^2``, as in the papers.
+
+    With ``ema_momentum`` the optimizer keeps a moving average of the weights (Keras'
+    ``use_ema``); the trainer swaps it in to validate and save (:class:`~tlkit.train.Trainer`).
+    Keras' ``fit`` ends by overwriting the weights with their average
+    (``finalize_variable_values``); tlkit calls ``fit`` once per epoch, so that would restart
+    every epoch from the average: this optimizer's ``finalize_variable_values`` does nothing.
     """
     lr = float(learning_rate if learning_rate is not None else cfg.lr)
     common = {"learning_rate": lr, "clipnorm": cfg.clipnorm}
+    if ema_momentum is not None:
+        common.update(use_ema=True, ema_momentum=float(ema_momentum))
     wd = cfg.weight_decay or None
     if cfg.name == "sgd":
         opt = keras.optimizers.SGD(
@@ -32,4 +42,10 @@ def build_optimizer(cfg, learning_rate: float | None = None) -> keras.optimizers
         raise ValueError(f"unknown optimizer {cfg.name!r}")
     if wd or cfg.name == "adamw":
         opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    if ema_momentum is not None:
+        opt.finalize_variable_values = _keep_trained_weights
     return opt
+
+
+def _keep_trained_weights(var_list) -> None:
+    """An EMA optimizer's ``finalize_variable_values`` (see :func:`build_optimizer`)."""

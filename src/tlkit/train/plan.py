@@ -9,10 +9,11 @@ place that reads the recipe's ``train`` and ``freeze.stages`` keys for training.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tlkit.train.config import OptimizerConfig, ScheduleConfig
+from tlkit.train.config import SUGGESTED, OptimizerConfig, ScheduleConfig
 
 #: Recipe keys that do not change what a run learns: a run may resume on other hardware, with
 #: other output settings or checkpointing more often.
@@ -65,11 +66,24 @@ class TrainPlan:
     aux_loss_weight: float = 0.3
     verbose: int = 1
     digest: str = ""
+    #: The weights' moving average's momentum (``train.ema``); None: no average.
+    ema_momentum: float | None = None
 
     @property
     def mode(self) -> str:
         """``max`` for an accuracy monitor, ``min`` for a loss."""
         return "max" if self.monitor.endswith("accuracy") else "min"
+
+    @property
+    def lr_to_find(self) -> bool:
+        """Some stage's rate is ``suggested`` (NaN here): the range test sets it before training."""
+        return any(math.isnan(stage.lr) for stage in self.stages)
+
+    def with_lr(self, lr: float) -> TrainPlan:
+        """The plan with the ``suggested`` stages' rate set to ``lr`` (the others keep theirs)."""
+        stages = tuple(replace(s, lr=float(lr)) if math.isnan(s.lr) else s for s in self.stages)
+        return replace(self, stages=stages, optimizer=self.optimizer.model_copy(update={"lr": lr})
+                       if self.optimizer.lr == SUGGESTED else self.optimizer)
 
     @property
     def epochs(self) -> int:
@@ -105,12 +119,25 @@ class TrainPlan:
             aux_loss_weight=train.aux_loss_weight,
             verbose=train.verbose,
             digest=recipe_digest(recipe),
+            ema_momentum=ema_momentum(train.ema, max(1, -(-int(train_images) // train.batch_size))),
         )
 
 
+def ema_momentum(config, steps_per_epoch: int) -> float | None:
+    """``train.ema``'s momentum: its own, else an average over about one epoch's steps
+    (at least 10, so at most 0.999); None when the average is off."""
+    if not config.enabled:
+        return None
+    if config.momentum is not None:
+        return float(config.momentum)
+    return min(1.0 - 1.0 / max(10, steps_per_epoch), 0.999)
+
+
 def plan_stages(recipe) -> tuple[Stage, ...]:
-    """Stages from ``freeze.stages`` or, without them, one stage of ``train.epochs``."""
+    """Stages from ``freeze.stages`` or, without them, one stage of ``train.epochs``; a
+    ``suggested`` rate is NaN until the range test sets it (:meth:`TrainPlan.with_lr`)."""
     base_lr = recipe.train.optimizer.lr
+    base_lr = math.nan if base_lr == SUGGESTED else base_lr
     if recipe.freeze.stages:
         return tuple(
             Stage(str(s.policy), int(s.epochs), float(s.lr if s.lr is not None else base_lr))

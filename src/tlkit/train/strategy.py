@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import warnings
 
 from tlkit.errors import UserError
 
@@ -149,3 +151,41 @@ def split_cpu(n: int = 2) -> None:
         )
     except RuntimeError:
         pass  # already initialised; keep what is there
+
+
+def build_from_first_replica(model) -> None:
+    """Work around Keras 3's first-batch reduce under MirroredStrategy.
+
+    Before every ``fit``/``evaluate`` Keras' TensorFlow trainer averages the replicas' shards
+    of the first batch (``strategy.reduce("MEAN", ...)``) only to learn its shapes; with a batch
+    that does not split evenly (9 validation images on 2 replicas) that fails with "Inputs to
+    operation AddN ... must have the same size and shape" (keras-team/keras#19246). Shapes are
+    all it needs, so build from the first replica's shard instead.
+    """
+    import keras
+    import tensorflow as tf
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    missing = [name for name in ("_maybe_symbolic_build", "_symbolic_build",
+                                 "_distribute_strategy") if not hasattr(model, name)]
+    if missing:  # the override would be set and never called: say so instead
+        warnings.warn(f"tlkit: Keras {keras.__version__} has no {', '.join(missing)} (private; "
+                      "tlkit is tested on Keras >= 3.15.1): a validation batch that does not "
+                      "split evenly across replicas may fail (keras-team/keras#19246)",
+                      RuntimeWarning, stacklevel=2)
+        return
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)

@@ -14,7 +14,6 @@ directory continues from the last checkpoint, at the step where it was taken.
 from __future__ import annotations
 
 import contextlib
-import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from tlkit.train.state import (
     restore_random_state,
     save_checkpoint,
 )
-from tlkit.train.strategy import describe_strategy
+from tlkit.train.strategy import build_from_first_replica, describe_strategy
 from tlkit.train.workers import ChiefAgreement
 
 BEST_MODEL = RunDir.MODEL
@@ -114,6 +113,7 @@ class Trainer:
         self.decisions: list[Any] = []
         self.state = TrainState(recipe_digest=plan.digest)
         self.stage_index, self.stage = 0, plan.stages[0]
+        self.ema = None  # keras.callbacks.SwapEMAWeights when train.ema is on (prepare_stage)
         self.steps_done = 0  # steps of the current epoch, a resumed epoch's skipped ones included
         self.stop_training = False
         # multi-worker resume: some worker's checkpoint differed from the chief's, so the chief
@@ -146,7 +146,7 @@ class Trainer:
     def _run_stages(self, state: TrainState) -> None:
         restored = not state.checkpoint  # a fresh run has its weights in memory already
         for index in range(state.stage, len(self.stages)):
-            self._prepare_stage(index, self.stages[index])
+            self.prepare_stage(index, self.stages[index])
             if state.checkpoint and not restored:
                 same_stage = state.stage == index and (state.stage_epoch or state.step_in_epoch)
                 self._restore(state, with_optimizer=bool(same_stage))
@@ -178,9 +178,23 @@ class Trainer:
         prune_checkpoints(self.run_dir, keep=name)
 
     def save_model(self) -> None:
-        """Write the inference model to ``model.keras`` atomically."""
-        with atomic_path(self.run_dir / BEST_MODEL) as tmp:
+        """Write the inference model to ``model.keras`` atomically (with ``train.ema``, the
+        weights' average)."""
+        with self.averaged_weights(), atomic_path(self.run_dir / BEST_MODEL) as tmp:
             self.inference_model().save(tmp)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """With ``train.ema``: the model holds the weights' moving average inside the block,
+        its trained weights again after it (else nothing changes)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.on_test_begin()  # Keras' SwapEMAWeights: swap in (its validation hook)
+        try:
+            yield
+        finally:
+            self.ema.on_test_end()  # swap back
 
     def diverged(self, what: str) -> TrainingDivergedError:
         """The error for a run that diverged, saying what is kept and what to change."""
@@ -234,8 +248,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- stages
 
-    def _prepare_stage(self, index: int, stage: Stage):
-        """Freeze, build the optimizer and compile for ``stage``."""
+    def prepare_stage(self, index: int, stage: Stage):
+        """Freeze, build the optimizer and compile for ``stage`` (the learning-rate range test
+        calls it too, to train as the stage would)."""
         self.stage_index, self.stage = index, stage
         plan, multipliers = self.plan, {}
         with self.strategy.scope():
@@ -246,7 +261,7 @@ class Trainer:
                 self.log(f"{title}{decision.message}")
                 self.log(self.freezer.table())
                 multipliers = self.freezer.lr_multipliers()
-            optimizer = build_optimizer(plan.optimizer, stage.lr)
+            optimizer = build_optimizer(plan.optimizer, stage.lr, plan.ema_momentum)
             if multipliers:
                 apply_lr_multipliers(optimizer, multipliers)
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
@@ -265,6 +280,12 @@ class Trainer:
                 **extra,
             )
             self.model.optimizer.build(self.model.trainable_variables)
+        # The weights' average (train.ema) is swapped in to validate (before PreciseBatchNorm
+        # recomputes the statistics, so they are the average's) and to save model.keras.
+        self.ema = None
+        if plan.ema_momentum is not None:
+            self.ema = keras.callbacks.SwapEMAWeights()
+            self.ema.set_model(self.model)
         if self.used_custom_loop:
             self._custom = CustomLoop(
                 self.model,
@@ -275,7 +296,7 @@ class Trainer:
                 jit_compile=plan.jit_compile,
             )
         elif self.replicas > 1:
-            _build_from_first_replica(self.model)
+            build_from_first_replica(self.model)
         return self.model.optimizer
 
     def _restore(self, state: TrainState, with_optimizer: bool) -> None:
@@ -311,10 +332,11 @@ class Trainer:
             )
         self._call("on_epoch_begin", state.epoch)
         relay = _StepRelay(self)
+        callbacks = [relay] if self.ema is None else [self.ema, relay]
         if self.used_custom_loop:
-            logs, _ = self._custom.run_epoch(train_ds, self.val_ds, callbacks=[relay])
+            logs, _ = self._custom.run_epoch(train_ds, self.val_ds, callbacks=callbacks)
         else:
-            logs = self._fit_epoch(train_ds, relay)
+            logs = self._fit_epoch(train_ds, callbacks)
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["steps"] = skip + relay.ran
         if skip:
@@ -347,7 +369,7 @@ class Trainer:
             "again to resume from there"
         )
 
-    def _fit_epoch(self, train_ds, relay: keras.callbacks.Callback) -> dict[str, float]:
+    def _fit_epoch(self, train_ds, callbacks: list) -> dict[str, float]:
         warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
         # File datasets have unknown cardinality; the end of one is the end of the epoch.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -356,7 +378,7 @@ class Trainer:
             validation_data=self.val_ds,
             epochs=self.state.epoch + 1,
             initial_epoch=self.state.epoch,
-            callbacks=[relay],
+            callbacks=callbacks,
             verbose=0,
         )
         return _main_output_logs(
@@ -412,39 +434,3 @@ def _main_output_logs(logs: dict[str, float], main: str | None) -> dict[str, flo
         else:
             out[key] = value
     return out
-
-
-def _build_from_first_replica(model) -> None:
-    """Work around Keras 3's first-batch reduce under MirroredStrategy.
-
-    Before every ``fit``/``evaluate`` Keras' TensorFlow trainer averages the replicas' shards
-    of the first batch (``strategy.reduce("MEAN", ...)``) only to learn its shapes; with a batch
-    that does not split evenly (9 validation images on 2 replicas) that fails with "Inputs to
-    operation AddN ... must have the same size and shape" (keras-team/keras#19246). Shapes are
-    all it needs, so build from the first replica's shard instead.
-    """
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return
-        if iterator is not None:
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(
-                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
-                    batch,
-                )
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    missing = [name for name in ("_maybe_symbolic_build", "_symbolic_build",
-                                 "_distribute_strategy") if not hasattr(model, name)]
-    if missing:  # the override would be set and never called: say so instead
-        warnings.warn(f"tlkit: Keras {keras.__version__} has no {', '.join(missing)} (private; "
-                      "tlkit is tested on Keras >= 3.15.1): a validation batch that does not "
-                      "split evenly across replicas may fail (keras-team/keras#19246)",
-                      RuntimeWarning, stacklevel=2)
-        return
-    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
