@@ -19,7 +19,7 @@ Every arm is the real command in its own process. Results go to
 it stopped); ``--render`` prints the tables from it.
 
     python benchmarks/training_aids.py [--tasks fashion-mnist digits] [--n 20] [--seeds 5]
-        [--sweep-seeds 3] [--sweep 1e-4 3e-4 1e-3 3e-3 1e-2] [--workdir DIR] [--render]
+        [--sweep-seeds 3] [--sweep 1e-4 3e-4 1e-3 3e-3] [--workdir DIR] [--render]
 """
 
 from __future__ import annotations
@@ -182,8 +182,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=20, help="training images per class")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sweep-seeds", type=int, default=3)
-    parser.add_argument("--sweep", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--sweep", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3])
+    parser.add_argument("--arms", nargs="+", default=[a for a in ARMS if a != "no augmentation"],
+                        choices=list(ARMS))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workdir", default=str(Path.home() / ".cache" / "tlkit-training-aids"))
     parser.add_argument("--results", type=Path, default=RESULT, help="the results file")
