@@ -5,6 +5,7 @@ Run: python scripts/make_recipes_doc.py
 
 from __future__ import annotations
 
+import types
 import typing
 from pathlib import Path
 
@@ -23,7 +24,14 @@ def _model_of(annotation):
 
 
 def _type(annotation) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
+        return " or ".join(_type(typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated
+                                 else a) for a in args)
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    generic = typing.get_origin(annotation) is not None
+    text = (str(annotation) if generic else getattr(annotation, "__name__", None)) or str(annotation)
     text = text.replace("typing.", "").replace("Literal", "one of ").replace("NoneType", "null")
     return text.replace(" | ", " or ")
 

@@ -14,6 +14,7 @@ from train_helpers import tiny_data
 
 from tlkit.cli.main import cli
 from tlkit.train.lr_range import RangeTest, range_test, suggest
+from tlkit.train.plan import TrainPlan
 
 
 def _bowl(lrs, best=1e-2):
@@ -152,3 +153,26 @@ def test_finetune_trains_at_the_suggested_rate(tmp_path):
     assert (out / "lr_find.png").exists()
     recipe = (out / "recipe.yaml").read_text()
     assert "lr: suggested" in recipe  # the recipe as asked; the rate found is in metrics.json
+
+
+@pytest.mark.parametrize(("policy", "solver"), [("auto", True), ("none", False)])
+def test_the_policy_tested_is_the_runs_first(policy, solver):
+    """Pretrained weights and few images: ``auto`` keeps the backbone frozen and a solver fits
+    the head (no rate to find); ``none`` trains everything at the rate."""
+    import tensorflow as tf
+
+    from tlkit.finetune.lr_find import run_policy
+    from tlkit.freeze import Freezer
+    from tlkit.models import get_model_info
+    from tlkit.models.heads import build_transfer_model
+    from tlkit.recipes.schema import Recipe
+
+    recipe = Recipe.model_validate({"model": {"backbone": "lenet5", "image_size": 32},
+                                    "freeze": {"policy": policy}})
+    info = get_model_info("lenet5")
+    model = build_transfer_model(info, 3, image_size=32, head=recipe.model.head)
+    freezer = Freezer(model, info, recipe.freeze, train_images_per_class=10, pretrained=True)
+    plan = TrainPlan.from_recipe(recipe, train_images=30)
+    got, why, probe, uses_solver = run_policy(recipe, plan, model, freezer,
+                                              tf.distribute.get_strategy())
+    assert (got == "all") is solver and uses_solver is solver and probe and why
