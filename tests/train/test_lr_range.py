@@ -176,3 +176,21 @@ def test_the_policy_tested_is_the_runs_first(policy, solver):
     got, why, probe, uses_solver = run_policy(recipe, plan, model, freezer,
                                               tf.distribute.get_strategy())
     assert (got == "all") is solver and uses_solver is solver and probe and why
+
+
+def test_a_low_noisy_start_is_not_a_divergence():
+    """From a fitted head the first batches' losses are near 0 and noisy: an easy first batch
+    (0.01) and a harder second (0.1) must not stop the test at its second step."""
+
+    class Scripted:
+        def __init__(self, losses):
+            self.losses, self.optimizer = iter(losses), keras.optimizers.SGD(1e-3)
+
+        def train_on_batch(self, *batch, return_dict=True):
+            return {"loss": next(self.losses)}
+
+    losses = [0.01, 0.1, 0.05, 0.12, 0.08] + [0.1] * 20 + list(np.linspace(0.1, 0.02, 15)) + [
+        0.02 * 1.5**k for k in range(20)]
+    test = range_test(Scripted(losses), iter([((), ())] * 60), start=1e-6, end=1, steps=60)
+    assert len(test.lrs) > 40 and "diverged" in test.stopped
+    assert test.suggested is not None

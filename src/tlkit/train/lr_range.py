@@ -6,7 +6,10 @@ The loss is smoothed as fastai smooths it (an exponential moving average with ``
 bias-corrected), the test stops once the smoothed loss passes ``diverge`` times its minimum
 (fastai's ``stop_div``), and the first tenth and last five points are left out of the rules
 (fastai's ``lr_find`` does the same: the start is the average warming up, the end is the
-divergence). Three rules, all fastai's (``fastai.callback.schedule``):
+divergence). Unlike fastai, the divergence rule and its minimum also wait for that first tenth
+(at least 5 steps): from a head fitted first (tlkit's linear probe) the first batches' losses
+are near 0 and noisy, and one easy batch made the next look like a divergence (measured: a
+test stopped at its second step). Three rules, all fastai's (``fastai.callback.schedule``):
 
 * ``valley`` (fastai's default since 2.5): the longest stretch over which the loss keeps
   falling, and the point two thirds of the way down it (Z. Mueller's rule);
@@ -198,6 +201,10 @@ def range_test(
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
     rates = geometric_rates(start, end, steps)
+    # The first points are a few batches' losses, not yet an average: a head fitted first (the
+    # linear probe) starts near 0, and one easy batch would make the next look like a
+    # divergence. The rule waits as long as the suggestions leave the start out.
+    settle = max(5, len(rates) // 10)
     optimizer = model.optimizer
     lrs, smoothed, raw = [], [], []
     average, best, stopped = 0.0, math.inf, f"reached {end:g}"
@@ -214,10 +221,11 @@ def range_test(
         smoothed.append(value if math.isfinite(value) else float("nan"))
         if on_step is not None:
             on_step(i, float(lr), value)
-        if not math.isfinite(value) or (i > 0 and value > diverge * best):
+        if not math.isfinite(value) or (i > settle and value > diverge * best):
             stopped = f"the loss diverged at {lr:.2g}"
             break
-        best = min(best, value)
+        if i >= settle:
+            best = min(best, value)
     test = RangeTest(lrs, smoothed, raw, stopped, rule=rule)
     test.suggestions = suggest(lrs, smoothed)
     return test
