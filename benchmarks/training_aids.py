@@ -7,7 +7,7 @@ policy where a learning rate, a weight average and augmentation all act: at 20 i
 class tlkit's defaults fit a frozen backbone's head with a solver, where none of them does):
 
 * **learning rate**: a small sweep of ``--lr`` (each a real ``tlkit finetune``) on seeds below
-  ``--sweep-seeds``; and ``--lr suggested``: the run first does the range test
+  ``--sweep-seeds``; and, on the same seeds, ``--lr suggested``: the run first does the range test
   (``tlkit lr-find``'s) and trains at its suggestion. The question: does the suggestion land
   within a factor of three of the sweep's best rate?
 * **weight averaging**: ``--set train.ema.enabled=true`` against the same run without;
@@ -87,7 +87,8 @@ def study(args) -> None:
             folder, _, test, _ = draw("lite0", task, args.n, seed, workdir)
             arms = {lr_arm(lr): ["--lr", f"{lr:g}"] for lr in args.sweep
                     if seed < args.sweep_seeds or math.isclose(lr, 1e-3)}
-            arms |= {a: f for a, f in ARMS.items() if a in args.arms}
+            arms |= {a: f for a, f in ARMS.items() if a in args.arms
+                     and (a != "lr suggested" or seed < args.sweep_seeds)}
             for arm, flags in arms.items():
                 key = f"{task}/{args.n}/{seed}/{arm}"
                 if key in doc["cells"]:
