@@ -36,7 +36,7 @@ def test_the_rules_read_a_known_curve():
 def test_a_curve_that_never_falls_suggests_nothing():
     lrs = np.geomspace(1e-6, 1, 40)
     rates = suggest(lrs, np.linspace(1, 5, 40))
-    assert rates == {"valley": None, "steep": None, "minimum": None}
+    assert rates == {"valley": None, "steep": None, "minimum": None, "divergence": None}
     test = RangeTest(list(lrs), list(np.linspace(1, 5, 40)), [], "reached 1", rates)
     assert "no suggestion" in test.describe()
 
@@ -191,6 +191,8 @@ def test_a_low_noisy_start_is_not_a_divergence():
 
     losses = [0.01, 0.1, 0.05, 0.12, 0.08] + [0.1] * 20 + list(np.linspace(0.1, 0.02, 15)) + [
         0.02 * 1.5**k for k in range(20)]
-    test = range_test(Scripted(losses), iter([((), ())] * 60), start=1e-6, end=1, steps=60)
+    test = range_test(Scripted(losses), iter([((), ())] * 60), start=1e-6, end=1, steps=60,
+                      rule="divergence")
     assert len(test.lrs) > 40 and "diverged" in test.stopped
-    assert test.suggested is not None
+    assert test.rule == "divergence" and test.suggested == pytest.approx(test.lrs[-1] / 10)
+    assert "a tenth of where the loss blew up" in test.describe()

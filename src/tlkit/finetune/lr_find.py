@@ -59,13 +59,16 @@ from tlkit.train import (
     plan_feature_cache,
 )
 from tlkit.train.config import SUGGESTED
-from tlkit.train.lr_range import DEFAULT_RULE, RangeTest, range_test
+from tlkit.train.lr_range import RangeTest, range_test
 from tlkit.train.strategy import resolve_strategy
 from tlkit.train.trainer import Datasets
 
 LR_FIND_JSON, LR_FIND_PNG = "lr_find.json", "lr_find.png"
 #: The rate a run uses where ``suggested`` has nothing to find (a solver fits the head).
 FALLBACK_LR = 1e-3
+#: The rule by the test's start: ``divergence`` from a head fitted first (its training loss
+#: starts at its floor: the curve is flat until it blows up), ``valley`` from a random head.
+AUTO = "auto"
 
 
 @dataclass
@@ -110,11 +113,12 @@ def run_policy(recipe, plan: TrainPlan, model, freezer, strategy) -> tuple[str, 
 
 def find_for_run(
     recipe, plan: TrainPlan, model, freezer, inputs, images: ImageInput, *, strategy,
-    start: float = 1e-6, end: float = 1.0, steps: int = 60, rule: str = DEFAULT_RULE,
+    start: float = 1e-6, end: float = 1.0, steps: int = 60, rule: str = AUTO,
     log: Callable[[str], None] = print,
 ) -> Finding:
     """The range test on ``model`` as the run would train it (see the module docstring); the
-    model is left as it was found."""
+    model is left as it was found. ``rule`` ``auto``: ``divergence`` from a fitted head,
+    ``valley`` from a random one."""
     started = time.time()
     policy, why, probe, solver = run_policy(recipe, plan, model, freezer, strategy)
     saved = [v.numpy() for v in model.variables]
@@ -135,6 +139,8 @@ def find_for_run(
         batches = itertools.chain.from_iterable(itertools.repeat(trainer.train_ds))
         log(f"learning-rate range test: policy {policy}, {steps} steps from {start:g} to "
             f"{end:g} (one batch of {plan.batch_size} each)")
+        if rule == AUTO:
+            rule = "divergence" if probe else "valley"
         test = range_test(model, batches, start=start, end=end, steps=steps, rule=rule)
     finally:
         for variable, value in zip(model.variables, saved, strict=True):
@@ -219,7 +225,7 @@ class LRFindResult:
 
 def lr_find(
     recipe, *, out_dir: str | Path | None = None, start: float = 1e-6, end: float = 1.0,
-    steps: int = 60, rule: str = DEFAULT_RULE, log: Callable[[str], None] = print,
+    steps: int = 60, rule: str = AUTO, log: Callable[[str], None] = print,
 ) -> LRFindResult:
     """``tlkit lr-find``: the range test for the run ``recipe`` describes, written to
     ``out_dir`` (default: beside the run's directory, ``runs/<name>-lr-find``); no run

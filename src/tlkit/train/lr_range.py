@@ -14,7 +14,12 @@ test stopped at its second step). Three rules, all fastai's (``fastai.callback.s
 * ``valley`` (fastai's default since 2.5): the longest stretch over which the loss keeps
   falling, and the point two thirds of the way down it (Z. Mueller's rule);
 * ``steep``: where the smoothed loss falls fastest against log(lr);
-* ``minimum``: a tenth of the rate at the lowest smoothed loss.
+* ``minimum``: a tenth of the rate at the lowest smoothed loss;
+* ``divergence``: a tenth of the rate at which the loss blew up (the test's stop), the usual
+  reading of a curve that is flat until it does. That is the curve of a head fitted first
+  (tlkit's linear probe): the training loss starts at its floor and has nowhere to fall, so
+  the valley is noise (measured: 4e-6 on a flat curve that blew up at 9e-3), and
+  :mod:`tlkit.finetune.lr_find` uses this rule there.
 
 :func:`range_test` runs on a compiled Keras model (its optimizer's ``learning_rate`` is set
 before every step); :func:`suggest` is pure NumPy, for any curve.
@@ -29,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-RULES = ("valley", "steep", "minimum")
+RULES = ("valley", "steep", "minimum", "divergence")
 DEFAULT_RULE = "valley"
 
 
@@ -72,7 +77,8 @@ class RangeTest:
                     f"({self.stopped}); try a wider --start-lr/--end-lr or more --steps")
         others = ", ".join(f"{r} {v:.2g}" for r, v in self.suggestions.items()
                            if r != self.rule and v is not None)
-        return (f"suggested learning rate {self.suggested:.2g} (rule: {self.rule}"
+        why = " (a tenth of where the loss blew up)" if self.rule == "divergence" else ""
+        return (f"suggested learning rate {self.suggested:.2g} (rule: {self.rule}{why}"
                 f"{'; ' + others if others else ''}); {self.stopped}")
 
     def ascii_plot(self, width: int = 60, height: int = 12) -> str:
@@ -116,7 +122,7 @@ class RangeTest:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
         ax.plot(self.lrs, self.raw, color="0.8", lw=0.8, label="batch loss")
         ax.plot(self.lrs, self.losses, color="C0", lw=1.8, label="smoothed loss")
-        styles = {"valley": "C3", "steep": "C2", "minimum": "C1"}
+        styles = {"valley": "C3", "steep": "C2", "minimum": "C1", "divergence": "C4"}
         for rule, value in self.suggestions.items():
             if value is not None:
                 mark = " (suggested)" if rule == self.rule else ""
@@ -143,8 +149,10 @@ def geometric_rates(start: float, end: float, steps: int) -> np.ndarray:
     return np.geomspace(start, end, max(int(steps), 2))
 
 
-def suggest(lrs: Iterable[float], losses: Iterable[float]) -> dict[str, float | None]:
-    """Each rule's suggested rate for a (smoothed) loss curve (see the module docstring)."""
+def suggest(lrs: Iterable[float], losses: Iterable[float],
+            diverged_at: float | None = None) -> dict[str, float | None]:
+    """Each rule's suggested rate for a (smoothed) loss curve (see the module docstring);
+    ``divergence`` needs the rate at which the test stopped on a diverging loss."""
     lrs, losses = np.asarray(list(lrs), float), np.asarray(list(losses), float)
     n = len(lrs)
     lo, hi = n // 10, n - 5
@@ -154,6 +162,8 @@ def suggest(lrs: Iterable[float], losses: Iterable[float]) -> dict[str, float | 
     keep = np.isfinite(losses)
     lrs, losses = lrs[keep], losses[keep]
     out: dict[str, float | None] = {rule: None for rule in RULES}
+    if diverged_at is not None:
+        out["divergence"] = float(diverged_at) / 10
     if len(lrs) < 3 or not np.any(np.diff(losses) < 0):
         return out
     out["valley"] = _valley(lrs, losses)
@@ -226,8 +236,11 @@ def range_test(
             break
         if i >= settle:
             best = min(best, value)
+    diverged_at = lrs[-1] if "diverged" in stopped and len(lrs) > 1 else None
     test = RangeTest(lrs, smoothed, raw, stopped, rule=rule)
-    test.suggestions = suggest(lrs, smoothed)
+    test.suggestions = suggest(lrs, smoothed, diverged_at)
+    if test.suggested is None:  # the rule has nothing to read: the first rule that has
+        test.rule = next((r for r in RULES if test.suggestions[r] is not None), rule)
     return test
 
 
