@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.data.mistakes import label_issue_line, near_duplicate_line
+
 SPLITS = ("train", "val", "test")
 
 
@@ -106,6 +108,11 @@ class DataReport:
         converted: ``{path, to, reason}`` for every file replaced by an RGB PNG copy.
         duplicates: Groups of byte-identical images found in train and in val or test:
             ``{sha1, items: [{path, split, label}]}``.
+        near_duplicates: ``{summary, groups}`` of near-copies (re-encoded, resized, slightly
+            cropped) by perceptual hash (:func:`tlkit.data.mistakes.find_near_duplicates`);
+            reported only, nothing removed.
+        label_issues: ``{summary, items}`` of likely label errors found after training
+            (:func:`tlkit.data.mistakes.find_label_issues`); reported only, nothing relabelled.
         small_classes: ``{class, train, minimum}`` for classes below ``min_images_per_class``.
         dropped_classes: ``{class, reason, val, test}`` for classes left out of the run (no
             training images: an empty class folder, or all of its files unreadable).
@@ -128,6 +135,8 @@ class DataReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     converted: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
+    near_duplicates: dict[str, Any] = field(default_factory=dict)
+    label_issues: dict[str, Any] = field(default_factory=dict)
     small_classes: list[dict[str, Any]] = field(default_factory=list)
     dropped_classes: list[dict[str, Any]] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
@@ -155,6 +164,8 @@ class DataReport:
             "skipped": list(self.skipped),
             "converted": list(self.converted),
             "duplicates": list(self.duplicates),
+            "near_duplicates": dict(self.near_duplicates),
+            "label_issues": dict(self.label_issues),
             "small_classes": list(self.small_classes),
             "dropped_classes": list(self.dropped_classes),
             "missing": {s: list(c) for s, c in self.missing.items()},
@@ -207,6 +218,10 @@ class DataReport:
             lambda d: f"{d.get('kind', 'train and val/test')}: " + " = ".join(
                 f"{i['path']} [{i['split']}, {i.get('label', '?')}]" for i in d["items"]),
         )
+        for line in (near_duplicate_line(self.near_duplicates),
+                     label_issue_line(self.label_issues)):
+            if line:
+                lines.append(f"  {line}")
         _list(
             lines,
             f"dropped {len(self.dropped_classes)} classes (data.strict: true makes this an error)",

@@ -4,8 +4,9 @@ Unreadable files are removed from their split and listed with the reason; images
 TensorFlow's decoder would misread (EXIF-rotated, with transparent pixels, CMYK without Adobe's
 marker, BMP, GIF, WebP, TIFF; :func:`tlkit.data.images.conversion_reason`) are replaced by RGB PNG
 copies, while grey, palette and 16-bit JPEG/PNG files, which it widens to RGB itself, are read
-as they are; byte-identical images shared by train and val/test, small classes and the class
-imbalance go into the report.
+as they are; byte-identical images shared by train and val/test, near-duplicate images (a
+perceptual hash of the pixels already decoded; :mod:`tlkit.data.mistakes`), small classes and
+the class imbalance go into the report. Nothing is removed for being a near copy: it is listed.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from tlkit.data.bundle import DataBundle, DataReport, Split
 from tlkit.data.images import BadImageError, conversion_reason, read_image, to_rgb
+from tlkit.data.mistakes import MAX_HASHED_IMAGES, find_near_duplicates, perceptual_hash
 from tlkit.errors import UserError
 from tlkit.io import atomic_path, atomic_write_json
 
 CONVERTED_DIR = Path("data_cache") / "converted"
 _CACHE_FILE = Path("data_cache") / "doctor.json"
 #: Bumped when what counts as needing conversion changes, so older verdicts are not reused.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: a perceptual hash per image
 
 
 def check_data(
@@ -65,15 +69,26 @@ def check_data(
     """
     report = bundle.report
     report.skipped, report.converted, report.duplicates, report.small_classes = [], [], [], []
+    report.near_duplicates = {}
     converter = _Converter(Path(run_dir) / CONVERTED_DIR if run_dir else None)
     cache = _DoctorCache(Path(run_dir) / _CACHE_FILE if run_dir else None)
     unique = sorted({p for s in bundle.splits().values() if s.paths for p in s.paths})
     results = _inspect_all(unique, converter, cache, progress, workers)
     cache.save()
     digests: dict[str, list[dict]] = {}
+    hashed: list[tuple[dict, str | None]] = []
+    in_memory = sum(len(s) for s in bundle.splits().values() if s.in_memory)
     for name, split in bundle.splits().items():
-        setattr(bundle, name, _apply(name, split, bundle, results, digests, report))
+        setattr(bundle, name, _apply(name, split, bundle, results, digests, report,
+                                     hashed if in_memory <= MAX_HASHED_IMAGES else None))
     report.duplicates = _cross_split_duplicates(digests)
+    if hashed:
+        report.near_duplicates = find_near_duplicates([i for i, _ in hashed],
+                                                      [h for _, h in hashed])
+    elif in_memory > MAX_HASHED_IMAGES:
+        report.near_duplicates = {"summary": {"note": f"not checked: {in_memory} in-memory "
+                                              f"images (more than {MAX_HASHED_IMAGES})"},
+                                  "groups": []}
     bundle.refresh_counts()
     _check_classes(bundle, min_images_per_class, strict)
     if strict:
@@ -110,7 +125,7 @@ def _inspect_all(paths, converter, cache, progress, workers) -> dict[str, dict]:
 
 
 def _inspect(path: str, converter: _Converter) -> dict:
-    """``{status: ok|convert|skip, reason, sha1, to}`` for one file."""
+    """``{status: ok|convert|skip, reason, sha1, phash, to}`` for one file."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -123,22 +138,36 @@ def _inspect(path: str, converter: _Converter) -> dict:
         image = read_image(path, data)
         reason = conversion_reason(image, data)
         if reason is None:
-            return {"status": "ok", "sha1": sha1}
-        return {"status": "convert", "reason": reason, "sha1": sha1,
-                "to": converter.write(path, sha1, to_rgb(image))}  # fmt: skip
+            return {"status": "ok", "sha1": sha1, "phash": _phash(image)}
+        rgb = to_rgb(image)
+        return {"status": "convert", "reason": reason, "sha1": sha1, "phash": _phash(rgb),
+                "to": converter.write(path, sha1, rgb)}  # fmt: skip
     except BadImageError as exc:
         return {"status": "skip", "reason": exc.reason, "sha1": sha1}
     except Exception as exc:  # a conversion PIL cannot do is a bad file, not a crash
         return {"status": "skip", "reason": f"cannot convert ({exc})", "sha1": sha1}
 
 
-def _apply(name, split: Split, bundle, results, digests, report) -> Split:
+def _phash(image) -> str | None:
+    """The image's pHash, from the pixels already decoded (the widening to RGB the pipeline
+    does, when the mode needs it); None when it cannot be taken (never a reason to skip)."""
+    try:
+        if not isinstance(image, np.ndarray) and image.mode not in ("RGB", "L"):
+            image = to_rgb(image)
+        return perceptual_hash(image)
+    except Exception:  # noqa: BLE001 - a hash it cannot take leaves the image out of the check
+        return None
+
+
+def _apply(name, split: Split, bundle, results, digests, report, hashed=None) -> Split:
     keep = []
     for i, (origin, label) in enumerate(zip(split.origins, split.labels, strict=True)):
         item = {"path": origin, "split": name, "label": bundle.class_names[int(label)]}
         if split.in_memory:
             image = split.images[i]
             sha1 = hashlib.sha1(str(image.shape).encode() + image.tobytes()).hexdigest()
+            if hashed is not None:
+                hashed.append((item, _phash(image)))
         else:
             result = results[split.paths[i]]
             if result["status"] == "skip":
@@ -147,6 +176,8 @@ def _apply(name, split: Split, bundle, results, digests, report) -> Split:
             if result["status"] == "convert":
                 report.converted.append({"path": origin, "to": result["to"], "reason": result["reason"]})  # fmt: skip
             sha1 = result["sha1"]
+            if hashed is not None:
+                hashed.append((item, result.get("phash")))
         digests.setdefault(sha1, []).append(item)
         keep.append(i)
     if split.in_memory:

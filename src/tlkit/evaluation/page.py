@@ -7,9 +7,11 @@ confusion matrix, per-class precision/recall/F1, calibration (reliability diagra
 confused pairs, the validation images with the highest loss, Grad-CAM maps over a sample of
 errors and of correct predictions, the evaluation and export tables when the run has them; then
 the data (counts per class and split, imbalance), the data issues (skipped, converted and
-duplicate files, dropped classes: counted by reason, each list folded away) and the resolved
-recipe. Every label, file and class name is HTML-escaped (class names come from folder names).
-The page reads on a phone: only a wide table scrolls, inside its own box.
+duplicate files, dropped classes: counted by reason, each list folded away), the data's own
+mistakes (near-duplicate groups and likely label errors, with thumbnails, reported only:
+:mod:`tlkit.evaluation.mistakes_page`) and the resolved recipe. Every label, file and class
+name is HTML-escaped (class names come from folder names). The page reads on a phone: only a
+wide table scrolls, inside its own box.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tlkit.evaluation.calibration import calibration_table
 from tlkit.evaluation.figures import curves_png, has_curves
 from tlkit.evaluation.gradcam import grad_cam, overlay
 from tlkit.evaluation.loading import load_trained, trained_in_memory
+from tlkit.evaluation.mistakes_page import mistake_sections
 from tlkit.evaluation.tables import confusion_matrix
 from tlkit.io import atomic_write_text
 from tlkit.rundir import RunDir
@@ -50,6 +53,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 .tile{width:150px;font-size:.8em;text-align:center}
 .tile img{width:150px;height:150px;image-rendering:pixelated;border:1px solid #ccc}
+.group{border:1px solid #ddd;border-radius:4px;padding:.4em;margin:.5em 0}
+.group .tile{width:120px}.group .tile img,.issues .tile img{width:112px;height:112px;
+object-fit:contain;image-rendering:auto;background:#fafafa}.issues .tile{width:120px}
 .bad{color:#b00}.good{color:#070}.muted{color:#777}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
 img.plot{max-width:100%}
@@ -407,6 +413,7 @@ def write_report(run_dir: str | Path, *, bundle, log=print, model=None, predicti
     issues = _data_issues(data)
     if issues:
         parts += ["<h2>Data issues</h2>", *issues]
+    parts += mistake_sections(data, bundle)
     parts += ["<h2>Resolved recipe</h2>", f"<pre>{e(run.recipe_text())}</pre>"]
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -17,6 +17,8 @@ freezer     each stage's freeze policy; refuses to    ``tlkit/freeze/freezer.py`
             freeze random weights
 weights     the starting weights and their report     ``tlkit/finetune/model.py``
                                                       (``tlkit/weights``)
+lr          ``lr: suggested``: the range test's rate  ``tlkit/finetune/lr_find.py``
+                                                      (``tlkit/train/lr_range.py``)
 choice      ``auto`` resolved (freeze search or the   ``tlkit/finetune/freeze_choice.py``
             rule), the linear probe                   (``tlkit/train/search.py``, ``probe.py``)
 route       images, or cached features of a frozen    ``tlkit/train/routes.py``,
@@ -26,6 +28,8 @@ training    ``route.train(plan, hooks, run)``: stages ``tlkit/train/trainer.py``
             stop early, guard, log), or the solver    solver in ``tlkit/train/probe.py``
 reports     scores of the best model, plots, metrics  ``tlkit/finetune/reports.py``
                                                       (``tlkit/evaluation``)
+labels      likely label errors (out of fold,         ``tlkit/finetune/data_check.py``
+            confident learning), in the data report   (``tlkit/data/mistakes.py``)
 ==========  ========================================  ====================================
 
 Everything a run writes is written atomically, under the names :class:`tlkit.rundir.RunDir`
@@ -45,6 +49,7 @@ from typing import Any
 from tlkit.errors import UserError
 from tlkit.evaluation.page import write_report
 from tlkit.finetune.context import INPUTS_FILE, RunContext, place_run, resolve_run_dir
+from tlkit.finetune.data_check import check_labels
 from tlkit.finetune.evidence import Outcome, train_with_evidence
 from tlkit.finetune.freeze_choice import (
     check_policies,
@@ -220,6 +225,7 @@ def _run(recipe, info, size, run, started, *, resume, log, progress) -> RunResul
     if route_choice is not None and route_choice.frozen and not route_choice.use:
         metrics["fast_path_blocked_by"] = route_choice.reason
     atomic_write_json(run.run_dir / RunDir.METRICS, metrics)
+    check_labels(run.run_dir, inputs.bundle, route, saved.model, images, seed=recipe.seed, log=log)
     try:
         write_report(
             run.run_dir, bundle=inputs.bundle, log=log, model=saved.model,
