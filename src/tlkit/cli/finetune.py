@@ -149,10 +149,10 @@ def plan(recipes, sets, no_timing, **flags) -> None:
               show_default=True, help="The test's last rate (it stops earlier if the loss diverges).")
 @click.option("--steps", type=click.IntRange(min=10), default=60, show_default=True,
               help="Batches, one per rate, spaced evenly in log.")
-@click.option("--rule", type=click.Choice(["auto", "valley", "steep", "minimum", "divergence"]),
-              default="auto", show_default=True,
-              help="How the suggestion is read off the curve: auto is divergence (a tenth of "
-              "where the loss blows up) from a head fitted first, else valley (fastai's default).")
+@click.option("--rule", type=click.Choice(["valley", "steep", "minimum", "divergence"]),
+              default="valley", show_default=True,
+              help="How the suggestion is read off the curve (fastai's rules; divergence: a tenth "
+              "of where the loss blew up).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Where lr_find.png and lr_find.json go (default runs/<name>-lr-find).")
 @handle_errors

@@ -7,19 +7,16 @@ bias-corrected), the test stops once the smoothed loss passes ``diverge`` times 
 (fastai's ``stop_div``), and the first tenth and last five points are left out of the rules
 (fastai's ``lr_find`` does the same: the start is the average warming up, the end is the
 divergence). Unlike fastai, the divergence rule and its minimum also wait for that first tenth
-(at least 5 steps): from a head fitted first (tlkit's linear probe) the first batches' losses
-are near 0 and noisy, and one easy batch made the next look like a divergence (measured: a
-test stopped at its second step). Three rules, all fastai's (``fastai.callback.schedule``):
+(at least 5 steps): where the first batches' losses are near 0 and noisy (a head fitted first),
+one easy batch made the next look like a divergence (measured: a test stopped at its second
+step). Three rules, all fastai's (``fastai.callback.schedule``):
 
 * ``valley`` (fastai's default since 2.5): the longest stretch over which the loss keeps
   falling, and the point two thirds of the way down it (Z. Mueller's rule);
 * ``steep``: where the smoothed loss falls fastest against log(lr);
 * ``minimum``: a tenth of the rate at the lowest smoothed loss;
 * ``divergence``: a tenth of the rate at which the loss blew up (the test's stop), the usual
-  reading of a curve that is flat until it does. That is the curve of a head fitted first
-  (tlkit's linear probe): the training loss starts at its floor and has nowhere to fall, so
-  the valley is noise (measured: 4e-6 on a flat curve that blew up at 9e-3), and
-  :mod:`tlkit.finetune.lr_find` uses this rule there.
+  reading of a curve that is flat until it does.
 
 :func:`range_test` runs on a compiled Keras model (its optimizer's ``learning_rate`` is set
 before every step); :func:`suggest` is pure NumPy, for any curve.
