@@ -5,31 +5,17 @@ the data; the sections say so."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from typing import Any
 
 import numpy as np
 
 from tlkit.data.images import read_image, to_rgb
+from tlkit.evaluation.embed import e, png_uri
 
 #: Near-duplicate groups and label issues shown with thumbnails (all are in data_report.json).
 MISTAKE_GROUPS = 20
 MISTAKE_ITEMS = 24
 THUMB = 112
-
-
-def e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _png(array: np.ndarray) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, np.uint8)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _short_path(path: Any, root: str | None) -> str:
@@ -61,7 +47,7 @@ class _Thumbnails:
                 image = read_image(split.paths[i] if split is not None else origin)
             image = to_rgb(image)
             image.thumbnail((THUMB, THUMB))
-            return _png(np.asarray(image))
+            return png_uri(np.asarray(image))
         except Exception:  # noqa: BLE001 - a file gone since the run: no thumbnail
             return None
 

@@ -17,8 +17,6 @@ wide table scrolls, inside its own box.
 from __future__ import annotations
 
 import base64
-import html
-import io
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 
 from tlkit.data.pipeline import iterate_images
 from tlkit.evaluation.calibration import calibration_table
+from tlkit.evaluation.embed import e, png_uri
 from tlkit.evaluation.figures import curves_png, has_curves
 from tlkit.evaluation.gradcam import grad_cam, overlay
 from tlkit.evaluation.loading import load_trained, trained_in_memory
@@ -61,18 +60,6 @@ pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
 img.plot{max-width:100%}
 @media (max-width:600px){body{margin:1em auto;padding:0 .6em}td,th{padding:.2em .35em}}
 """
-
-
-def e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _png(array: np.ndarray) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, np.uint8)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _file_img(path: Path, alt: str) -> str:
@@ -120,7 +107,7 @@ def confused_pairs(matrix: np.ndarray, class_names: list[str], top: int = 8) -> 
 
 
 def _tiles(images, captions) -> str:
-    tiles = "".join(f'<div class="tile"><img alt="{e(c[0])}" src="{_png(img)}"><br>{c[1]}</div>'
+    tiles = "".join(f'<div class="tile"><img alt="{e(c[0])}" src="{png_uri(img)}"><br>{c[1]}</div>'
                     for img, c in zip(images, captions, strict=True))
     return f'<div class="grid">{tiles}</div>'
 
